@@ -1,0 +1,1 @@
+"""The team's agents. deploybot is the example."""

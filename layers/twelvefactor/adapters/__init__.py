@@ -1,0 +1,1 @@
+"""Adapters: the I/O behind the core's ports (DynamoDB, Step Functions, the LLM, channels)."""

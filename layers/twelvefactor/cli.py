@@ -1,0 +1,35 @@
+"""The ``twelvefactor`` command. Each sub-command lives in its own module under
+``twelvefactor.commands`` and is imported only when used, so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module under twelvefactor.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prompt": ("prompt", "render an agent's prompt for a thread exactly as the LLM receives it"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="twelvefactor", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
+    if not args or args[0] not in COMMANDS:
+        parser.parse_args(args)  # prints usage or the "invalid choice" error and exits
+        return 2
+    module = importlib.import_module(f"twelvefactor.commands.{COMMANDS[args[0]][0]}")
+    sub = argparse.ArgumentParser(prog=f"twelvefactor {args[0]}", description=COMMANDS[args[0]][1])
+    module.configure(sub)
+    parsed = sub.parse_args(args[1:])
+    result: int = parsed.run(parsed)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

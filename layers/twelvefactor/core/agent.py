@@ -1,0 +1,81 @@
+"""Agent definitions and the registry (factors 10 and 13)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .context import BodyRenderer, ContextRenderer
+from .errors import UnknownAgent
+from .events import Thread
+from .tools import BUILTIN_INTENTS, Intent, IntentSet, Tool
+
+# Deterministic calls to run before the model is first asked (factor 13: pre-fetch context).
+Prefetch = Callable[[Thread], Sequence[Intent]]
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A small, focused agent: a prompt, its tools and its policy."""
+
+    name: str
+    tools: tuple[Tool, ...]
+    description: str = ""
+    max_steps: int = 20
+    max_consecutive_errors: int = 3
+    prefetch: Prefetch | None = None
+    # An agent may show its own events differently (escaping still applies); keyed by tag or type.
+    renderers: Mapping[str, BodyRenderer] = field(default_factory=dict)
+    # Upper bound on the rendered thread; older middle events are elided beyond it.
+    context_budget_chars: int = 24_000
+    max_value_chars: int = 2_000
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.max_consecutive_errors < 1:
+            raise ValueError("max_steps and max_consecutive_errors must be at least 1")
+        builtin = {model.model_fields["intent"].default for model in BUILTIN_INTENTS}
+        clash = builtin & {tool.name for tool in self.tools}
+        if clash:
+            raise ValueError(f"tools may not reuse built-in intent names: {sorted(clash)}")
+
+    @property
+    def template_name(self) -> str:
+        return f"{self.name}.jinja"
+
+    @cached_property
+    def intents(self) -> IntentSet:
+        return IntentSet.of((*(tool.model for tool in self.tools), *BUILTIN_INTENTS))
+
+    @cached_property
+    def context(self) -> ContextRenderer:
+        return ContextRenderer(
+            renderers=self.renderers,
+            max_value_chars=self.max_value_chars,
+            budget_chars=self.context_budget_chars,
+        )
+
+    def tool(self, name: str) -> Tool | None:
+        return next((tool for tool in self.tools if tool.name == name), None)
+
+
+class AgentRegistry:
+    def __init__(self, agents: Iterable[Agent]) -> None:
+        self._agents: dict[str, Agent] = {}
+        for agent in agents:
+            if agent.name in self._agents:
+                raise ValueError(f"two agents named {agent.name!r}")
+            self._agents[agent.name] = agent
+
+    def get(self, name: str) -> Agent:
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise UnknownAgent(name) from None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._agents)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._agents

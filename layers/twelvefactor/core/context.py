@@ -1,0 +1,171 @@
+"""Own your context window (factor 3): a thread rendered as compact tagged blocks.
+
+Each event becomes ``<tag>`` + a YAML-ish body + ``</tag>``, the tag named after the event type or,
+for tool traffic, after the intent (``<list_git_tags>``, ``<list_git_tags_result>``). Every value
+is text from outside the code (users, emails, tool output, the model itself), so every value is
+escaped: ``<``, ``>`` and ``&`` become entities and no value can open or close a tag. Long values
+are cut with a visible marker, secrets are redacted, and the whole rendering is kept within the
+agent's budget by eliding the oldest middle events.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .events import (
+    Approval,
+    ApprovalRequested,
+    Cancelled,
+    Done,
+    Error,
+    Escalation,
+    Event,
+    HumanRequest,
+    HumanResponse,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+)
+
+Redactor = Callable[[str], str]
+BodyRenderer = Callable[[Event], Mapping[str, Any] | None]
+
+_SECRET_PATTERNS = (
+    re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"),  # Slack tokens
+    re.compile(r"sk-[A-Za-z0-9_-]{16,}"),  # OpenAI-style API keys
+    re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{16}"),  # AWS access key ids
+    re.compile(r"(?i)(?:password|passwd|secret|api[_-]?key|token)\s*[:=]\s*\S+"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+)
+REDACTED = "[REDACTED]"
+
+
+def redact_secrets(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+def escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [truncated {len(text) - limit} chars]"
+
+
+def default_body(event: Event) -> tuple[str, Mapping[str, Any] | None]:
+    """The tag and body every agent gets unless it overrides the event's rendering."""
+    match event:
+        case UserMessage(data=data):
+            return "user_message", {"text": data.text}
+        case ToolCall(data=data):
+            return data.intent, {"intent": data.intent, **data.arguments}
+        case ToolResult(data=data):
+            return f"{data.intent}_result", _as_body(data.result)
+        case ApprovalRequested(data=data):
+            return "approval_requested", {"intent": data.intent, "status": "waiting for a human"}
+        case Approval(data=data):
+            return "approval", {"approved": data.approved, "comment": data.comment or None}
+        case HumanRequest(data=data):
+            return "request_human_input", data.model_dump(exclude_defaults=True) or {}
+        case HumanResponse(data=data):
+            return "human_response", {"text": data.text}
+        case Error(data=data):
+            return "error", {"source": data.source, "message": data.message}
+        case Escalation(data=data):
+            return "escalation", {"reason": data.reason, "message": data.message}
+        case Done(data=data):
+            return "done_for_now", {"message": data.message}
+        case Cancelled(data=data):
+            return "cancelled", {"reason": data.reason or None}
+    raise TypeError(f"unrenderable event {event!r}")
+
+
+def _as_body(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {"result": value}
+
+
+class ContextRenderer:
+    """Renders events to the tagged context. Configured per agent; holds no thread state."""
+
+    def __init__(
+        self,
+        *,
+        renderers: Mapping[str, BodyRenderer] | None = None,
+        redactor: Redactor = redact_secrets,
+        max_value_chars: int = 2_000,
+        budget_chars: int = 24_000,
+    ) -> None:
+        self._renderers = renderers or {}
+        self._redact = redactor
+        self._max_value_chars = max_value_chars
+        self._budget_chars = budget_chars
+
+    def render(self, events: Sequence[Event]) -> str:
+        blocks = [block for event in events if (block := self.render_event(event)) is not None]
+        return self._fit(blocks)
+
+    def render_event(self, event: Event) -> str | None:
+        tag, body = default_body(event)
+        override = self._renderers.get(tag) or self._renderers.get(event.type)
+        if override is not None:
+            body = override(event)
+        if body is None:
+            return None
+        lines = list(self._yaml_lines(body, indent=""))
+        return "\n".join([f"<{tag}>", *lines, f"</{tag}>"])
+
+    def _yaml_lines(self, body: Mapping[str, Any], indent: str) -> Any:
+        for key, value in body.items():
+            if value is None:
+                continue
+            name = escape(str(key))
+            if isinstance(value, Mapping):
+                yield f"{indent}{name}:"
+                yield from self._yaml_lines(value, indent + "  ")
+            elif isinstance(value, list | tuple):
+                yield f"{indent}{name}:"
+                for item in value:
+                    if isinstance(item, Mapping):
+                        yield f"{indent}  -"
+                        yield from self._yaml_lines(item, indent + "    ")
+                    else:
+                        yield f"{indent}  - {self._scalar(item, indent + '    ')}"
+            else:
+                yield f"{indent}{name}: {self._scalar(value, indent + '  ')}"
+
+    def _scalar(self, value: Any, indent: str) -> str:
+        if isinstance(value, bool) or value is None:
+            text = json.dumps(value)
+        elif isinstance(value, str):
+            text = value
+        elif isinstance(value, int | float):
+            text = str(value)
+        else:
+            text = json.dumps(value, default=str)
+        text = escape(truncate(self._redact(text), self._max_value_chars))
+        if "\n" in text:
+            return "|\n" + "\n".join(f"{indent}{line}" for line in text.splitlines())
+        return text
+
+    def _fit(self, blocks: list[str]) -> str:
+        """Keep the first block (the request) and as many of the latest as the budget allows."""
+        rendered = "\n\n".join(blocks)
+        if len(rendered) <= self._budget_chars or len(blocks) < 3:
+            return rendered
+        head, tail = blocks[0], []
+        used = len(head)
+        for block in reversed(blocks[1:]):
+            if used + len(block) + 64 > self._budget_chars:
+                break
+            tail.append(block)
+            used += len(block) + 2
+        elided = len(blocks) - 1 - len(tail)
+        marker = f"<elided>{elided} earlier events left out to fit the context budget</elided>"
+        return "\n\n".join([head, marker, *reversed(tail)])

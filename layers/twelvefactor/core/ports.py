@@ -1,0 +1,51 @@
+"""The reducer's ports: everything it needs from the outside world, injected (factor 12)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict
+
+from .events import Thread, TokenUsage
+from .tools import IntentSet
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The model's answer: the JSON text of one intent object, validated by the reducer."""
+
+    content: str
+    usage: TokenUsage | None = None
+
+
+class LanguageModel(Protocol):
+    """Implemented by the openai adapter and by the scripted fakes in tests.
+
+    Raises `LlmUnavailable`/`LlmRejected` when the model cannot be asked at all.
+    """
+
+    def decide(self, messages: Sequence[ChatMessage], intents: IntentSet) -> ModelReply: ...
+
+
+class PromptRenderer(Protocol):
+    def render(self, agent: Agent, thread: Thread) -> list[ChatMessage]: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Ports:
+    llm: LanguageModel
+    prompts: PromptRenderer
+    clock: Callable[[], datetime] = field(default=utc_now)

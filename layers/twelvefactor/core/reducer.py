@@ -1,0 +1,185 @@
+"""Own your control flow (factor 8) with a stateless reducer (factor 12).
+
+``step(agent, thread, ports)`` looks at where the thread stands and makes exactly one move: ask
+the model once, or execute one tool call, or escalate. It returns the new events and performs no
+storage I/O, so a caller can persist each move before making the next; a crash between moves
+repeats at most the one move, and a repeated tool call carries the same idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from . import state
+from .agent import Agent
+from .errors import LlmError
+from .events import (
+    ApprovalRequested,
+    ApprovalRequestedData,
+    Done,
+    DoneData,
+    Error,
+    ErrorData,
+    Escalation,
+    EscalationData,
+    Event,
+    HumanRequest,
+    HumanRequestData,
+    Thread,
+    ToolCall,
+    ToolCallData,
+    ToolResult,
+    ToolResultData,
+    UserMessage,
+)
+from .ports import ModelReply, Ports
+from .state import ThreadStatus
+from .tools import DoneForNow, Intent, RequestHumanInput, ToolContext
+
+MAX_ERROR_CHARS = 600
+
+
+def step(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
+    """One move of the loop. Returns [] when the thread is waiting or finished."""
+    events = thread.events
+    current = state.status(events)
+    if current is ThreadStatus.TOOL_PENDING:
+        call = state.pending_tool_call(events)
+        assert call is not None
+        return [_execute(agent, thread, call, ports)]
+    if current is not ThreadStatus.READY:
+        return []
+    if agent.prefetch is not None and _never_acted(thread):
+        return _prefetch(agent, thread, ports)
+    if state.consecutive_errors(events) >= agent.max_consecutive_errors:
+        return [_escalate(ports, "error_budget", f"{agent.max_consecutive_errors} errors in a row")]
+    if state.steps_since_launch(events) >= agent.max_steps:
+        return [_escalate(ports, "step_budget", f"step budget of {agent.max_steps} spent")]
+    return _decide(agent, thread, ports)
+
+
+def run_until_paused(
+    agent: Agent,
+    thread: Thread,
+    ports: Ports,
+    persist: Callable[[Thread, list[Event]], None] | None = None,
+) -> Thread:
+    """Step until the thread waits or ends, persisting each move before the next one."""
+    while True:
+        new_events = step(agent, thread, ports)
+        if not new_events:
+            return thread
+        if persist is not None:
+            persist(thread, new_events)
+        thread = thread.extended(new_events)
+
+
+# --- the moves --------------------------------------------------------------------------------
+
+
+def _decide(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
+    now = ports.clock()
+    try:
+        reply = ports.llm.decide(ports.prompts.render(agent, thread), agent.intents)
+    except LlmError as error:
+        return [Error(at=now, data=ErrorData(source="llm", message=_compact(error)))]
+    try:
+        intent = agent.intents.validate_json(reply.content)
+    except ValidationError as error:
+        message = f"invalid model output ({_validation_summary(error)}): {reply.content}"
+        return [Error(at=now, usage=reply.usage, data=ErrorData(source="llm", message=_compact(message)))]
+    return _act_on(agent, thread, intent, reply, ports)
+
+
+def _act_on(agent: Agent, thread: Thread, intent: Intent, reply: ModelReply, ports: Ports) -> list[Event]:
+    now = ports.clock()
+    match intent:
+        case DoneForNow(message=message):
+            return [Done(at=now, usage=reply.usage, data=DoneData(message=message))]
+        case RequestHumanInput():
+            data = HumanRequestData.model_validate(intent.model_dump(exclude={"intent"}))
+            return [HumanRequest(at=now, usage=reply.usage, data=data)]
+    tool = agent.tool(intent.intent)
+    assert tool is not None, "the union only admits the agent's own intents"
+    # The call id is the event's position: a retried move gets the same id, hence the same
+    # idempotency key for the executor.
+    call_id = f"call-{len(thread.events)}"
+    arguments = intent.model_dump(mode="json", exclude={"intent"})
+    call = ToolCall(
+        at=now,
+        usage=reply.usage,
+        data=ToolCallData(
+            call_id=call_id, intent=tool.name, arguments=arguments, awaits_callback=tool.mode == "async"
+        ),
+    )
+    # The approval gate: deterministic policy code, evaluated on the validated call.
+    if tool.needs_approval(intent):
+        request = ApprovalRequestedData(call_id=call_id, intent=tool.name, arguments=arguments)
+        return [call, ApprovalRequested(at=now, data=request)]
+    if tool.mode == "async":
+        # Dispatch now; the result arrives through a callback that resolves this call id.
+        dispatched = _execute(agent, thread.extended([call]), call, ports)
+        return [call] if isinstance(dispatched, ToolResult) else [call, dispatched]
+    return [call]
+
+
+def _execute(agent: Agent, thread: Thread, call: ToolCall, ports: Ports) -> ToolResult | Error:
+    tool = agent.tool(call.data.intent)
+    error_data: ErrorData
+    if tool is None:
+        error_data = ErrorData(
+            source="tool", message=f"unknown tool {call.data.intent}", call_id=call.data.call_id
+        )
+        return Error(at=ports.clock(), data=error_data)
+    try:
+        validated = tool.model.model_validate({"intent": tool.name, **call.data.arguments})
+        result = tool.execute(validated, ToolContext(thread_id=thread.id, call_id=call.data.call_id))
+    except Exception as error:
+        error_data = ErrorData(source="tool", message=_compact(error), call_id=call.data.call_id)
+        return Error(at=ports.clock(), data=error_data)
+    return ToolResult(
+        at=ports.clock(),
+        data=ToolResultData(call_id=call.data.call_id, intent=tool.name, result=result),
+    )
+
+
+def _prefetch(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
+    assert agent.prefetch is not None
+    new_events: list[Event] = []
+    for intent in agent.prefetch(thread):
+        tool = agent.tool(intent.intent)
+        if tool is None:
+            raise ValueError(f"{agent.name}.prefetch returned {intent.intent!r}, which is not its tool")
+        call_id = f"call-{len(thread.events) + len(new_events)}"
+        arguments = intent.model_dump(mode="json", exclude={"intent"})
+        call = ToolCall(
+            at=ports.clock(), data=ToolCallData(call_id=call_id, intent=tool.name, arguments=arguments)
+        )
+        new_events += [call, _execute(agent, thread.extended(new_events), call, ports)]
+    return new_events
+
+
+def _never_acted(thread: Thread) -> bool:
+    return all(isinstance(event, UserMessage) for event in thread.events)
+
+
+def _escalate(ports: Ports, reason: str, message: str) -> Escalation:
+    return Escalation(
+        at=ports.clock(), data=EscalationData.model_validate({"reason": reason, "message": message})
+    )
+
+
+def _validation_summary(error: ValidationError) -> str:
+    parts = []
+    for detail in error.errors()[:3]:
+        where = ".".join(str(part) for part in detail["loc"]) or "output"
+        parts.append(f"{where}: {detail['msg']}")
+    return "; ".join(parts)
+
+
+def _compact(error: BaseException | str) -> str:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "…"

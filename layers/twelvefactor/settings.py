@@ -1,0 +1,86 @@
+"""Typed settings (factor III of the original twelve: config in the environment).
+
+Every function validates the settings it needs once, at cold start, and fails loudly on a bad or
+missing value. These classes are the single list of environment variables the runtime reads;
+template.yaml sets them and docs/configuration.md describes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OutputMode = Literal["json_schema", "json_object", "tools"]
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class LlmSettings(_Settings):
+    """Any OpenAI-compatible endpoint: OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp's server."""
+
+    base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    # In Lambda the key lives in Secrets Manager; the handler resolves it with Powertools Parameters.
+    api_key_secret_arn: str | None = Field(default=None, alias="OPENAI_API_KEY_SECRET_ARN")
+    model: str = Field(default="gpt-4o-mini", alias="LLM_MODEL")
+    output_mode: OutputMode = Field(default="json_schema", alias="LLM_OUTPUT_MODE")
+    timeout_seconds: float = Field(default=60.0, gt=0, alias="LLM_TIMEOUT_SECONDS")
+    max_retries: int = Field(default=3, ge=0, le=10, alias="LLM_MAX_RETRIES")
+    temperature: float = Field(default=0.0, ge=0, le=2, alias="LLM_TEMPERATURE")
+
+
+class AgentSettings(_Settings):
+    prompts_dir: Path | None = Field(default=None, alias="PROMPTS_DIR")
+    deploy_service_url: str = Field(default="http://127.0.0.1:8765", alias="DEPLOY_SERVICE_URL")
+    payments_service_url: str = Field(default="http://127.0.0.1:8765", alias="PAYMENTS_SERVICE_URL")
+
+
+class StoreSettings(_Settings):
+    threads_table: str = Field(alias="THREADS_TABLE")
+    payload_bucket: str = Field(alias="PAYLOAD_BUCKET")
+    # Payloads above this many bytes go to S3 behind a pointer; DynamoDB items stay far below 400 KB.
+    offload_threshold_bytes: int = Field(default=32_000, gt=0, le=350_000, alias="OFFLOAD_THRESHOLD_BYTES")
+    finished_thread_ttl_days: int = Field(default=30, ge=0, alias="FINISHED_THREAD_TTL_DAYS")
+
+
+class WorkflowSettings(_Settings):
+    state_machine_arn: str = Field(alias="STATE_MACHINE_ARN")
+
+
+class IdempotencySettings(_Settings):
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE")
+
+
+class SlackSettings(_Settings):
+    signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    signing_secret_arn: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET_ARN")
+    bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    bot_token_arn: str | None = Field(default=None, alias="SLACK_BOT_TOKEN_ARN")
+    # Where the Web API lives; the local stack points this at its Slack stand-in.
+    api_base_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_BASE_URL")
+    default_agent: str = Field(default="deploybot", alias="SLACK_DEFAULT_AGENT")
+    # Comma-separated Slack user ids allowed to approve; empty means nobody can approve from Slack.
+    allowed_responders: str = Field(default="", alias="SLACK_ALLOWED_RESPONDERS")
+    operations_channel: str | None = Field(default=None, alias="SLACK_OPERATIONS_CHANNEL")
+
+
+class EmailSettings(_Settings):
+    # Comma-separated addresses or @domains allowed to talk to agents by email.
+    allowed_senders: str = Field(default="", alias="EMAIL_ALLOWED_SENDERS")
+    from_address: str = Field(default="agent@example.com", alias="EMAIL_FROM_ADDRESS")
+    default_agent: str = Field(default="deploybot", alias="EMAIL_DEFAULT_AGENT")
+
+
+class WebhookSettings(_Settings):
+    secret: SecretStr | None = Field(default=None, alias="WEBHOOK_SECRET")
+    secret_arn: str | None = Field(default=None, alias="WEBHOOK_SECRET_ARN")
+
+
+class EventBridgeSettings(_Settings):
+    # Comma-separated "detail-type=agent" pairs; a detail-type not listed is ignored.
+    launch_rules: str = Field(default="Deployment Requested=deploybot", alias="EVENTBRIDGE_LAUNCH_RULES")

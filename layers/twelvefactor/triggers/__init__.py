@@ -1,0 +1,1 @@
+"""Parsing and verification of inbound Slack, SES, API and EventBridge payloads."""
