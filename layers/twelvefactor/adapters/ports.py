@@ -1,0 +1,97 @@
+"""Interfaces between handlers and the AWS adapters: the thread store, the workflow, human channels.
+
+Handlers depend on these protocols; `dynamodb_store`, `stepfunctions` and the channel adapters
+implement them, and tests can run the handlers against moto with the real implementations.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from ..core.channels import ChannelRef, Notification
+from ..core.errors import TwelvefactorError
+from ..core.events import Event, Thread
+
+
+class StorageError(TwelvefactorError):
+    """DynamoDB or S3 failed in a way the caller cannot fix by retrying the same call."""
+
+
+class ConcurrentAppend(TwelvefactorError):
+    """Someone else appended first; the caller's view of the thread is stale."""
+
+
+class WorkflowError(TwelvefactorError):
+    """Step Functions refused the call (e.g. an expired or already used task token)."""
+
+
+class ThreadMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    thread_id: str
+    agent: str
+    created_at: datetime
+    channel: ChannelRef | None = None
+    last_seq: int = -1  # sequence number of the last event; -1 for a thread with none
+
+
+class PendingWait(BaseModel):
+    """A paused execution. Stored in its own item and never rendered into a prompt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    thread_id: str
+    task_token: str
+    callback_id: str  # random, unguessable: the id in POST /callbacks/{callback_id}
+    kind: Literal["approval", "question", "escalation", "callback"]
+    deadline: datetime
+
+
+class ThreadStore(Protocol):
+    def create(self, meta: ThreadMeta, events: list[Event]) -> None:
+        """Create META and the first events atomically; ThreadConflict-free: fails if it exists."""
+
+    def load(self, thread_id: str) -> tuple[ThreadMeta, Thread]:
+        """Raises ThreadNotFound."""
+
+    def append(self, thread_id: str, events: list[Event], *, expected_last_seq: int | None = None) -> int:
+        """Append atomically after the last event; returns the new last_seq.
+
+        With expected_last_seq, raises ConcurrentAppend if the thread moved on; without it,
+        retries on contention so concurrent appenders never lose or duplicate an event.
+        """
+
+    def events_after(self, thread_id: str, after_seq: int) -> list[tuple[int, Event]]: ...
+
+    def set_channel(self, thread_id: str, channel: ChannelRef) -> None: ...
+
+    def link(self, correlation_key: str, thread_id: str) -> None:
+        """Map a channel correlation key (SLACK#..., EMAIL#...) to a thread id."""
+
+    def find_linked(self, correlation_key: str) -> str | None: ...
+
+    def save_wait(self, wait: PendingWait) -> None: ...
+
+    def get_wait(self, thread_id: str) -> PendingWait | None: ...
+
+    def find_wait_by_callback(self, callback_id: str) -> PendingWait | None: ...
+
+    def clear_wait(self, thread_id: str) -> None: ...
+
+    def list_threads(self, limit: int = 50) -> list[ThreadMeta]: ...
+
+
+class Workflow(Protocol):
+    def start(self, thread_id: str, launch_seq: int) -> str:
+        """Start one execution per launch; the name is derived from both, so a repeat is a no-op."""
+
+    def resume(self, task_token: str, output: dict[str, object]) -> None: ...
+
+    def fail(self, task_token: str, error: str, cause: str) -> None: ...
+
+    def cancel(self, thread_id: str) -> None: ...
+
+
+class HumanChannel(Protocol):
+    def send(self, ref: ChannelRef, notification: Notification) -> None: ...
