@@ -1,1 +1,32 @@
-"""The team's agents. deploybot is the example."""
+"""The team's agents. deploybot is the example; payments keeps the registry honest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twelvefactor.core.agent import AgentRegistry
+from twelvefactor.settings import AgentSettings
+
+from .deploybot import build_deploybot
+from .payments import build_payments
+
+# Where the Lambda layer puts the templates (the layer's content is mounted under /opt).
+LAYER_PROMPTS_DIR = Path("/opt/prompts")
+# In a checkout: layers/agents/__init__.py -> the repository's top-level prompts/.
+REPO_PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+
+
+def build_registry(settings: AgentSettings | None = None) -> AgentRegistry:
+    settings = settings or AgentSettings()
+    return AgentRegistry([build_deploybot(settings), build_payments(settings)])
+
+
+def default_prompts_dir(settings: AgentSettings | None = None) -> Path:
+    """PROMPTS_DIR if set, else the layer's copy when running in Lambda, else the checkout's."""
+    configured = (settings or AgentSettings()).prompts_dir
+    if configured is not None:
+        return configured
+    return LAYER_PROMPTS_DIR if LAYER_PROMPTS_DIR.is_dir() else REPO_PROMPTS_DIR
+
+
+__all__ = ["build_registry", "default_prompts_dir"]

@@ -38,6 +38,8 @@ class AgentSettings(_Settings):
     prompts_dir: Path | None = Field(default=None, alias="PROMPTS_DIR")
     deploy_service_url: str = Field(default="http://127.0.0.1:8765", alias="DEPLOY_SERVICE_URL")
     payments_service_url: str = Field(default="http://127.0.0.1:8765", alias="PAYMENTS_SERVICE_URL")
+    # A tool call that hangs would hold the reducer Lambda until its own timeout; fail fast instead.
+    tool_timeout_seconds: float = Field(default=10.0, gt=0, le=60, alias="TOOL_TIMEOUT_SECONDS")
 
 
 class StoreSettings(_Settings):
@@ -50,6 +52,11 @@ class StoreSettings(_Settings):
 
 class WorkflowSettings(_Settings):
     state_machine_arn: str = Field(alias="STATE_MACHINE_ARN")
+
+
+class WaitSettings(_Settings):
+    # The deadline recorded on a pending wait; the template passes the state machine's TimeoutSeconds.
+    wait_timeout_seconds: int = Field(default=86_400, gt=0, alias="WAIT_TIMEOUT_SECONDS")
 
 
 class IdempotencySettings(_Settings):

@@ -26,6 +26,7 @@ from .events import (
     HumanRequest,
     HumanResponse,
     ToolCall,
+    ToolDispatched,
     ToolResult,
     UserMessage,
 )
@@ -41,6 +42,10 @@ _SECRET_PATTERNS = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
 )
 REDACTED = "[REDACTED]"
+# A value stored under a key like these is a secret whatever it looks like.
+_SECRET_KEY = re.compile(
+    r"(?i)(password|passwd|secret|token|api[_-]?key|authorization|credential|private[_-]?key)"
+)
 
 
 def redact_secrets(text: str) -> str:
@@ -68,6 +73,8 @@ def default_body(event: Event) -> tuple[str, Mapping[str, Any] | None]:
             return data.intent, {"intent": data.intent, **data.arguments}
         case ToolResult(data=data):
             return f"{data.intent}_result", _as_body(data.result)
+        case ToolDispatched(data=data):
+            return f"{data.intent}_dispatched", {"status": "waiting for the result"}
         case ApprovalRequested(data=data):
             return "approval_requested", {"intent": data.intent, "status": "waiting for a human"}
         case Approval(data=data):
@@ -126,7 +133,9 @@ class ContextRenderer:
             if value is None:
                 continue
             name = escape(str(key))
-            if isinstance(value, Mapping):
+            if _SECRET_KEY.search(str(key)) and not isinstance(value, Mapping | list | tuple):
+                yield f"{indent}{name}: {REDACTED}"
+            elif isinstance(value, Mapping):
                 yield f"{indent}{name}:"
                 yield from self._yaml_lines(value, indent + "  ")
             elif isinstance(value, list | tuple):
@@ -160,12 +169,16 @@ class ContextRenderer:
         if len(rendered) <= self._budget_chars or len(blocks) < 3:
             return rendered
         head, tail = blocks[0], []
-        used = len(head)
+        # Room for the marker (at its longest count) and the blank lines around it.
+        used = len(head) + len(_elided_marker(len(blocks))) + 2
         for block in reversed(blocks[1:]):
-            if used + len(block) + 64 > self._budget_chars:
+            if used + len(block) + 2 > self._budget_chars:
                 break
             tail.append(block)
             used += len(block) + 2
-        elided = len(blocks) - 1 - len(tail)
-        marker = f"<elided>{elided} earlier events left out to fit the context budget</elided>"
+        marker = _elided_marker(len(blocks) - 1 - len(tail))
         return "\n\n".join([head, marker, *reversed(tail)])
+
+
+def _elided_marker(count: int) -> str:
+    return f"<elided>{count} earlier events left out to fit the context budget</elided>"

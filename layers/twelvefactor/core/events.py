@@ -65,14 +65,21 @@ class ToolCallData(_Model):
     call_id: CallId
     intent: IntentName
     arguments: dict[str, JsonValue]
-    # An async tool is dispatched and its result arrives later through a callback.
-    awaits_callback: bool = False
+    # Who decided the call: the model, or the agent's deterministic prefetch hook (not a model step).
+    origin: Literal["model", "prefetch"] = "model"
 
 
 class ToolResultData(_Model):
     call_id: CallId
     intent: IntentName
     result: JsonValue = None
+
+
+class ToolDispatchedData(_Model):
+    """An async tool accepted the call; its result arrives later through a callback."""
+
+    call_id: CallId
+    intent: IntentName
 
 
 class ApprovalRequestedData(_Model):
@@ -139,6 +146,11 @@ class ToolResult(_Event):
     data: ToolResultData
 
 
+class ToolDispatched(_Event):
+    type: Literal["tool_dispatched"] = "tool_dispatched"
+    data: ToolDispatchedData
+
+
 class ApprovalRequested(_Event):
     type: Literal["approval_requested"] = "approval_requested"
     data: ApprovalRequestedData
@@ -183,6 +195,7 @@ Event = Annotated[
     UserMessage
     | ToolCall
     | ToolResult
+    | ToolDispatched
     | ApprovalRequested
     | Approval
     | HumanRequest
@@ -197,6 +210,7 @@ EventType = Literal[
     "user_message",
     "tool_call",
     "tool_result",
+    "tool_dispatched",
     "approval_requested",
     "approval",
     "human_request",

@@ -30,6 +30,8 @@ from .events import (
     Thread,
     ToolCall,
     ToolCallData,
+    ToolDispatched,
+    ToolDispatchedData,
     ToolResult,
     ToolResultData,
     UserMessage,
@@ -52,7 +54,10 @@ def step(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
     if current is not ThreadStatus.READY:
         return []
     if agent.prefetch is not None and _never_acted(thread):
-        return _prefetch(agent, thread, ports)
+        # A prefetch hook may find nothing worth fetching; the model must still be asked.
+        prefetched = _prefetch(agent, thread, ports)
+        if prefetched:
+            return prefetched
     if state.consecutive_errors(events) >= agent.max_consecutive_errors:
         return [_escalate(ports, "error_budget", f"{agent.max_consecutive_errors} errors in a row")]
     if state.steps_since_launch(events) >= agent.max_steps:
@@ -108,24 +113,20 @@ def _act_on(agent: Agent, thread: Thread, intent: Intent, reply: ModelReply, por
     call_id = f"call-{len(thread.events)}"
     arguments = intent.model_dump(mode="json", exclude={"intent"})
     call = ToolCall(
-        at=now,
-        usage=reply.usage,
-        data=ToolCallData(
-            call_id=call_id, intent=tool.name, arguments=arguments, awaits_callback=tool.mode == "async"
-        ),
+        at=now, usage=reply.usage, data=ToolCallData(call_id=call_id, intent=tool.name, arguments=arguments)
     )
     # The approval gate: deterministic policy code, evaluated on the validated call.
     if tool.needs_approval(intent):
         request = ApprovalRequestedData(call_id=call_id, intent=tool.name, arguments=arguments)
         return [call, ApprovalRequested(at=now, data=request)]
-    if tool.mode == "async":
-        # Dispatch now; the result arrives through a callback that resolves this call id.
-        dispatched = _execute(agent, thread.extended([call]), call, ports)
-        return [call] if isinstance(dispatched, ToolResult) else [call, dispatched]
+    # The call is recorded before it runs (next move), so a crash can repeat it only with its key.
     return [call]
 
 
-def _execute(agent: Agent, thread: Thread, call: ToolCall, ports: Ports) -> ToolResult | Error:
+def _execute(
+    agent: Agent, thread: Thread, call: ToolCall, ports: Ports
+) -> ToolResult | ToolDispatched | Error:
+    """Run a sync tool to its result, or dispatch an async one whose result comes by callback."""
     tool = agent.tool(call.data.intent)
     error_data: ErrorData
     if tool is None:
@@ -139,6 +140,10 @@ def _execute(agent: Agent, thread: Thread, call: ToolCall, ports: Ports) -> Tool
     except Exception as error:
         error_data = ErrorData(source="tool", message=_compact(error), call_id=call.data.call_id)
         return Error(at=ports.clock(), data=error_data)
+    if tool.mode == "async":
+        return ToolDispatched(
+            at=ports.clock(), data=ToolDispatchedData(call_id=call.data.call_id, intent=tool.name)
+        )
     return ToolResult(
         at=ports.clock(),
         data=ToolResultData(call_id=call.data.call_id, intent=tool.name, result=result),
@@ -154,9 +159,8 @@ def _prefetch(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
             raise ValueError(f"{agent.name}.prefetch returned {intent.intent!r}, which is not its tool")
         call_id = f"call-{len(thread.events) + len(new_events)}"
         arguments = intent.model_dump(mode="json", exclude={"intent"})
-        call = ToolCall(
-            at=ports.clock(), data=ToolCallData(call_id=call_id, intent=tool.name, arguments=arguments)
-        )
+        call_data = ToolCallData(call_id=call_id, intent=tool.name, arguments=arguments, origin="prefetch")
+        call = ToolCall(at=ports.clock(), data=call_data)
         new_events += [call, _execute(agent, thread.extended(new_events), call, ports)]
     return new_events
 

@@ -20,6 +20,7 @@ from .events import (
     HumanRequest,
     HumanResponse,
     ToolCall,
+    ToolDispatched,
     ToolResult,
     UserMessage,
 )
@@ -27,7 +28,7 @@ from .events import (
 
 class ThreadStatus(StrEnum):
     READY = "ready"  # the model decides the next step
-    TOOL_PENDING = "tool_pending"  # a decided (or approved) sync tool call waits to be executed
+    TOOL_PENDING = "tool_pending"  # a decided (or approved) tool call waits to be executed or dispatched
     AWAITING_APPROVAL = "awaiting_approval"
     AWAITING_HUMAN = "awaiting_human"  # a question or an escalation waits for a person
     AWAITING_CALLBACK = "awaiting_callback"  # an async tool's result arrives through a callback
@@ -71,8 +72,10 @@ def status(events: Sequence[Event]) -> ThreadStatus:
             return ThreadStatus.AWAITING_APPROVAL
         case HumanRequest() | Escalation():
             return ThreadStatus.AWAITING_HUMAN
-        case ToolCall(data=call):
-            return ThreadStatus.AWAITING_CALLBACK if call.awaits_callback else ThreadStatus.TOOL_PENDING
+        case ToolCall():
+            return ThreadStatus.TOOL_PENDING
+        case ToolDispatched():
+            return ThreadStatus.AWAITING_CALLBACK
         case Approval(data=decision) if decision.approved:
             return ThreadStatus.TOOL_PENDING
         case _:
@@ -80,7 +83,7 @@ def status(events: Sequence[Event]) -> ThreadStatus:
 
 
 def pending_tool_call(events: Sequence[Event]) -> ToolCall | None:
-    """The tool call to execute now: a sync call just decided, or the call a human just approved."""
+    """The tool call to run now: one just decided, or the one a human just approved."""
     if status(events) is not ThreadStatus.TOOL_PENDING:
         return None
     last = events[-1]
@@ -107,9 +110,9 @@ def awaiting_human(events: Sequence[Event]) -> HumanRequest | Escalation | None:
     return last if isinstance(last, HumanRequest | Escalation) else None
 
 
-def awaiting_callback(events: Sequence[Event]) -> ToolCall | None:
+def awaiting_callback(events: Sequence[Event]) -> ToolDispatched | None:
     last = events[-1] if events else None
-    return last if isinstance(last, ToolCall) and last.data.awaits_callback else None
+    return last if isinstance(last, ToolDispatched) else None
 
 
 def consecutive_errors(events: Sequence[Event]) -> int:
@@ -129,11 +132,20 @@ def steps_since_launch(events: Sequence[Event]) -> int:
     for event in reversed(events):
         if isinstance(event, _HUMAN_TURN):
             break
-        if isinstance(event, ToolCall | HumanRequest | Done) or (
-            isinstance(event, Error) and event.data.source == "llm"
-        ):
+        if _is_model_step(event):
             count += 1
     return count
+
+
+def _is_model_step(event: Event) -> bool:
+    match event:
+        case ToolCall(data=call):
+            return call.origin == "model"
+        case HumanRequest() | Done():
+            return True
+        case Error(data=error):
+            return error.source == "llm"
+    return False
 
 
 def total_tokens(events: Sequence[Event]) -> int:

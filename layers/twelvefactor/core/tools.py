@@ -113,7 +113,19 @@ class IntentSet:
         return tuple(self.by_name)
 
     def json_schema(self) -> dict[str, Any]:
-        return self.adapter.json_schema()
+        """The union's JSON Schema, with `intent` required in every member.
+
+        The models default `intent` so code can build them without repeating the name, but the
+        model must always say which intent it means: constrained decoders only emit what the
+        schema requires.
+        """
+        schema = self.adapter.json_schema()
+        for definition in schema.get("$defs", {}).values():
+            if "intent" in definition.get("properties", {}):
+                required = definition.setdefault("required", [])
+                if "intent" not in required:
+                    required.insert(0, "intent")
+        return schema
 
     def validate_json(self, text: str) -> Intent:
         result: Intent = self.adapter.validate_json(text)
