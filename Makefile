@@ -30,6 +30,14 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Deploy-side targets: `sam validate --lint` and `sam build` work offline (tests run both too).
+ARCH ?= x86_64
+validate: venv
+	SAM_CLI_TELEMETRY=0 $(BIN)/sam validate --lint
+
+build: venv
+	SAM_CLI_TELEMETRY=0 ARCHITECTURE=$(ARCH) $(BIN)/sam build --parameter-overrides Architecture=$(ARCH)
+
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
