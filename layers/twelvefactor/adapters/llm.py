@@ -1,0 +1,388 @@
+"""The one LLM adapter: any OpenAI-compatible endpoint through the openai SDK (factor 1).
+
+OpenAI, Azure OpenAI, vLLM, Ollama and llama.cpp's server differ in how they constrain an answer
+to a schema, so the structured-output mode is a setting (``LLM_OUTPUT_MODE``):
+
+- ``json_schema``: OpenAI strict structured outputs. Strict mode refuses a union at the root and
+  a handful of keywords, so the union is wrapped as ``{"step": <union>}`` in a strict-compatible
+  form and the answer is unwrapped again.
+- ``json_object``: ``{"type": "json_object", "schema": ...}``, the guided decoding of llama.cpp's
+  server and vLLM (llama.cpp's server rejects the ``json_schema`` type).
+- ``tools``: native tool calling, one function per intent, a call required.
+
+Whatever the mode, ``decide`` returns the JSON text of one intent object and the core validates it
+with the intents' own pydantic models: nothing here trusts the model. Retries with exponential
+backoff (429, 5xx, timeouts, connection errors; a provider's ``retry-after`` is honoured) are the
+SDK's own ``max_retries``. Only the reducer imports this module, so the openai import stays off
+every other handler's cold start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from openai.types.completion_usage import CompletionUsage
+
+from twelvefactor.core.errors import LlmError, LlmRejected, LlmUnavailable
+from twelvefactor.core.events import TokenUsage
+from twelvefactor.core.ports import ChatMessage, ModelReply
+from twelvefactor.core.tools import IntentSet
+from twelvefactor.settings import LlmSettings, OutputMode
+
+logger = logging.getLogger(__name__)
+
+WRAPPER_KEY = "step"
+SCHEMA_NAME = "next_step"
+DISCRIMINATOR = "intent"
+# Local servers ignore the key, but the SDK refuses to start without one.
+NO_API_KEY = "no-key-configured"
+# Strict mode refuses these keywords. Dropping them loses nothing: the core validates every answer
+# with the intents' pydantic models, which still enforce lengths, defaults and the discriminator.
+_STRICT_UNSUPPORTED = frozenset(
+    {
+        "default",
+        "discriminator",
+        "title",
+        "examples",
+        "minLength",
+        "maxLength",
+        "minProperties",
+        "maxProperties",
+        "uniqueItems",
+        "patternProperties",
+        "propertyNames",
+        "unevaluatedProperties",
+        "contains",
+        "minContains",
+        "maxContains",
+    }
+)
+# Keys whose values are maps of names to schemas, not keywords.
+_NAMED_SCHEMAS = ("properties", "$defs")
+_MAX_MESSAGE_CHARS = 300
+
+
+class OpenAIModel:
+    """`twelvefactor.core.ports.LanguageModel` over the openai SDK's chat completions."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        output_mode: OutputMode = "json_schema",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_seconds: float = 60.0,
+        max_retries: int = 3,
+        temperature: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.output_mode: OutputMode = output_mode
+        self.temperature = temperature
+        self.timeout_seconds = timeout_seconds
+        self._has_api_key = bool(api_key)
+        self.client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or NO_API_KEY,
+            timeout=timeout_seconds,
+            max_retries=max_retries,
+        )
+
+    def decide(self, messages: Sequence[ChatMessage], intents: IntentSet) -> ModelReply:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": message["role"], "content": message["content"]} for message in messages],
+            "temperature": self.temperature,
+            **self._output_format(intents),
+        }
+        try:
+            completion: ChatCompletion = self.client.chat.completions.create(**request)
+        except openai.APIError as error:
+            raise self._translate(error) from error
+        return ModelReply(content=self._answer_text(completion, intents), usage=_usage(completion.usage))
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- the three modes ---------------------------------------------------------------------
+
+    def _output_format(self, intents: IntentSet) -> dict[str, Any]:
+        match self.output_mode:
+            case "json_schema":
+                strict = {"name": SCHEMA_NAME, "strict": True, "schema": strict_schema(intents)}
+                return {"response_format": {"type": "json_schema", "json_schema": strict}}
+            case "json_object":
+                return {"response_format": {"type": "json_object", "schema": guided_schema(intents)}}
+            case "tools":
+                return {"tools": tool_definitions(intents), "tool_choice": "required"}
+
+    def _answer_text(self, completion: ChatCompletion, intents: IntentSet) -> str:
+        # An empty or missing answer is returned as "", which the core records as invalid output.
+        if not completion.choices:
+            return ""
+        message = completion.choices[0].message
+        match self.output_mode:
+            case "json_schema":
+                return unwrap_strict_answer(message.content or message.refusal or "", intents)
+            case "json_object":
+                return message.content or ""
+            case "tools":
+                return _tool_call_as_intent(message)
+
+    # --- errors ------------------------------------------------------------------------------
+
+    def _translate(self, error: openai.APIError) -> LlmError:
+        where = f"{self.client.base_url}"
+        detail = _short(_provider_message(error))
+        match error:
+            case openai.APITimeoutError():
+                return LlmUnavailable(f"the model at {where} did not answer within {self.timeout_seconds}s")
+            case openai.APIConnectionError():
+                return LlmUnavailable(f"could not connect to the model at {where}: {detail}")
+            case openai.AuthenticationError():
+                hint = "" if self._has_api_key else " (no API key is configured: set OPENAI_API_KEY)"
+                return LlmRejected(f"the provider at {where} rejected the API key{hint}: {detail}")
+            case openai.PermissionDeniedError():
+                return LlmRejected(
+                    f"the provider at {where} refused access to model {self.model!r}: {detail}"
+                )
+            case openai.NotFoundError():
+                return LlmRejected(f"model {self.model!r} or its endpoint was not found at {where}: {detail}")
+            case openai.APIStatusError(status_code=status) if status in (408, 409, 429) or status >= 500:
+                return LlmUnavailable(
+                    f"the provider at {where} kept failing ({status}) after retries: {detail}"
+                )
+            case openai.APIStatusError(status_code=status):
+                return LlmRejected(f"the provider at {where} rejected the request ({status}): {detail}")
+        return LlmUnavailable(f"unexpected answer from the provider at {where}: {detail}")
+
+
+def model_from_settings(settings: LlmSettings, api_key: str | None = None) -> OpenAIModel:
+    """The adapter as configured; ``api_key`` overrides the setting (e.g. resolved from a secret)."""
+    if api_key is None and settings.api_key is not None:
+        api_key = settings.api_key.get_secret_value()
+    return OpenAIModel(
+        model=settings.model,
+        output_mode=settings.output_mode,
+        base_url=settings.base_url,
+        api_key=api_key,
+        timeout_seconds=settings.timeout_seconds,
+        max_retries=settings.max_retries,
+        temperature=settings.temperature,
+    )
+
+
+# --- schemas -----------------------------------------------------------------------------------
+
+
+def strict_schema(intents: IntentSet) -> dict[str, Any]:
+    """The union wrapped as ``{"step": <union>}`` in the subset of JSON Schema strict mode accepts.
+
+    Every object lists all its properties as required and forbids others; an optional property
+    becomes nullable instead (``unwrap_strict_answer`` turns its null back into an omission, so
+    pydantic applies the default). A free-form object (``dict[str, Any]``) cannot be expressed and
+    becomes the empty object.
+    """
+    union = intents.json_schema()
+    definitions = union.pop("$defs", {})
+    wrapped: dict[str, Any] = {
+        "type": "object",
+        "properties": {WRAPPER_KEY: union},
+        "required": [WRAPPER_KEY],
+    }
+    if definitions:
+        wrapped["$defs"] = definitions
+    strict: dict[str, Any] = _strictify(wrapped)
+    return strict
+
+
+def guided_schema(intents: IntentSet) -> dict[str, Any]:
+    """The union for guided decoding, with the discriminator required in every branch.
+
+    pydantic leaves ``intent`` optional (it has a default), so a grammar built from its schema
+    would let a model omit the one field that says which intent it chose.
+    """
+    union = intents.json_schema()
+    union.pop("discriminator", None)
+    if "oneOf" in union:
+        union["anyOf"] = union.pop("oneOf")
+    for branch in (union, *union.get("$defs", {}).values()):
+        if DISCRIMINATOR in branch.get("properties", {}):
+            branch["required"] = [
+                DISCRIMINATOR,
+                *(n for n in branch.get("required", ()) if n != DISCRIMINATOR),
+            ]
+    return union
+
+
+def tool_definitions(intents: IntentSet) -> list[dict[str, Any]]:
+    """One function per intent; the function's name is the intent, so the field is left out."""
+    tools = []
+    for name, model in intents.by_name.items():
+        parameters = model.model_json_schema()
+        parameters.pop("title", None)
+        description = parameters.pop("description", None) or name.replace("_", " ")
+        parameters.get("properties", {}).pop(DISCRIMINATOR, None)
+        parameters["required"] = [n for n in parameters.get("required", ()) if n != DISCRIMINATOR]
+        function = {"name": name, "description": description, "parameters": parameters}
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _strictify(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_strictify(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    strict: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _STRICT_UNSUPPORTED:
+            continue
+        if key in _NAMED_SCHEMAS:
+            strict[key] = {name: _strictify(schema) for name, schema in value.items()}
+        elif key == "oneOf":
+            strict["anyOf"] = _strictify(value)
+        elif key == "const":
+            strict["enum"] = [value]
+        else:
+            strict[key] = _strictify(value)
+    if strict.get("type") == "object" or "properties" in strict:
+        properties: dict[str, Any] = strict.setdefault("properties", {})
+        required = set(node.get("required", ()))
+        for name, schema in properties.items():
+            # A constant (the discriminator) can always be given, so it stays required and non-null.
+            if name not in required and "const" not in node["properties"][name]:
+                properties[name] = _nullable(schema)
+        strict["required"] = list(properties)
+        strict["additionalProperties"] = False
+    return strict
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    if _accepts_null(schema, {}):
+        return schema
+    inner = {key: value for key, value in schema.items() if key != "description"}
+    nullable: dict[str, Any] = {"anyOf": [inner, {"type": "null"}]}
+    if "description" in schema:
+        nullable["description"] = schema["description"]
+    return nullable
+
+
+def _accepts_null(schema: dict[str, Any], definitions: dict[str, Any]) -> bool:
+    schema = _resolve(schema, definitions)
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    branches = [*schema.get("anyOf", ()), *schema.get("oneOf", ())]
+    return any(_accepts_null(branch, definitions) for branch in branches)
+
+
+def _resolve(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    reference = schema.get("$ref")
+    if isinstance(reference, str) and reference.startswith("#/$defs/"):
+        resolved: dict[str, Any] = definitions.get(reference.removeprefix("#/$defs/"), schema)
+        return resolved
+    return schema
+
+
+# --- answers -----------------------------------------------------------------------------------
+
+
+def unwrap_strict_answer(text: str, intents: IntentSet) -> str:
+    """``{"step": {...}}`` -> the intent's JSON text, with strict mode's stand-in nulls removed.
+
+    Anything that is not the expected wrapper is returned unchanged, so the core's validation
+    error shows exactly what the model said.
+    """
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(answer, dict) or not isinstance(answer.get(WRAPPER_KEY), dict):
+        return text
+    union = intents.json_schema()
+    step = _drop_stand_in_nulls(answer[WRAPPER_KEY], union, union.get("$defs", {}))
+    return json.dumps(step)
+
+
+def _drop_stand_in_nulls(value: Any, schema: dict[str, Any], definitions: dict[str, Any]) -> Any:
+    """Walk the value along the original schema; a null where null was never allowed means omitted."""
+    schema = _resolve(schema, definitions)
+    branches = [
+        _resolve(branch, definitions) for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ()))
+    ]
+    if branches:
+        fitting = next((branch for branch in branches if _fits(value, branch)), None)
+        return value if fitting is None else _drop_stand_in_nulls(value, fitting, definitions)
+    if isinstance(value, dict) and "properties" in schema:
+        properties: dict[str, Any] = schema["properties"]
+        required = set(schema.get("required", ()))
+        kept = {}
+        for name, item in value.items():
+            if name not in properties:
+                kept[name] = item
+            elif item is None and name not in required and not _accepts_null(properties[name], definitions):
+                continue
+            else:
+                kept[name] = _drop_stand_in_nulls(item, properties[name], definitions)
+        return kept
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_drop_stand_in_nulls(item, schema["items"], definitions) for item in value]
+    return value
+
+
+def _fits(value: Any, schema: dict[str, Any]) -> bool:
+    """Whether a union branch is the one the value took: its keys, and its constants, match."""
+    if not isinstance(value, dict):
+        return "properties" not in schema
+    properties: dict[str, Any] = schema.get("properties", {})
+    if not set(value) <= set(properties):
+        return False
+    return all(
+        value.get(name) == definition["const"]
+        for name, definition in properties.items()
+        if "const" in definition
+    )
+
+
+def _tool_call_as_intent(message: ChatCompletionMessage) -> str:
+    calls = message.tool_calls or []
+    function = getattr(calls[0], "function", None) if calls else None
+    if function is None:
+        # No function call: a server without tool support may still have answered in text.
+        return message.content or ""
+    try:
+        arguments = json.loads(function.arguments or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        # Shown as-is in the core's error, so the next attempt can see what went wrong.
+        return f"{function.name}({function.arguments})"
+    if len(calls) > 1:
+        logger.warning("the model made %d tool calls; only the first is used", len(calls))
+    arguments.pop(DISCRIMINATOR, None)
+    return json.dumps({DISCRIMINATOR: function.name, **arguments})
+
+
+def _usage(usage: CompletionUsage | None) -> TokenUsage | None:
+    if usage is None:
+        return None
+    return TokenUsage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+
+
+def _provider_message(error: openai.APIError) -> str:
+    # The provider's own words, without the SDK's "Error code: NNN - {...}" framing.
+    body = error.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return error.message
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 1] + "…"
