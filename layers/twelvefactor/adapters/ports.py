@@ -24,8 +24,16 @@ class ConcurrentAppend(TwelvefactorError):
     """Someone else appended first; the caller's view of the thread is stale."""
 
 
+class ThreadExists(TwelvefactorError):
+    """`create` found a thread with that id already: a replayed launch or an id collision."""
+
+
 class WorkflowError(TwelvefactorError):
     """Step Functions refused the call (e.g. an expired or already used task token)."""
+
+
+class ChannelError(TwelvefactorError):
+    """A human channel (Slack, SES, webhook) refused or could not take a message."""
 
 
 class ThreadMeta(BaseModel):
