@@ -11,6 +11,11 @@ from collections.abc import Sequence
 # name -> (module under twelvefactor.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prompt": ("prompt", "render an agent's prompt for a thread exactly as the LLM receives it"),
+    "eval": ("eval", "score an agent's prompt on its eval cases (or a replayed thread) against a model"),
+    "invoke": ("invoke", "run a function of template.yaml in-process on an event file (no Docker)"),
+    "local": ("local", "run the whole application on this machine: `twelvefactor local up`"),
+    "threads": ("threads", "launch, list, show and answer threads over the REST API"),
+    "demo": ("demo", "deploybot end to end on the local stack (what `make demo` runs)"),
 }
 
 
