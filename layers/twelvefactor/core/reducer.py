@@ -9,6 +9,7 @@ repeats at most the one move, and a repeated tool call carries the same idempote
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 
 from pydantic import ValidationError
 
@@ -43,25 +44,51 @@ from .tools import DoneForNow, Intent, RequestHumanInput, ToolContext
 MAX_ERROR_CHARS = 600
 
 
-def step(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
-    """One move of the loop. Returns [] when the thread is waiting or finished."""
+class Move(StrEnum):
+    """What the loop does next with a thread, in the order `next_move` checks for it."""
+
+    RUN_TOOL = "run_tool"
+    NONE = "none"  # waiting for someone, or finished
+    PREFETCH = "prefetch"
+    ESCALATE_ERRORS = "escalate_errors"
+    ESCALATE_STEPS = "escalate_steps"
+    ASK_MODEL = "ask_model"
+
+
+def next_move(agent: Agent, thread: Thread) -> Move:
+    """The one place that decides the loop's order; `step` makes the move, evals ask where the
+    model would be consulted. A prefetch hook only names calls, so asking it twice is harmless."""
     events = thread.events
     current = state.status(events)
     if current is ThreadStatus.TOOL_PENDING:
-        call = state.pending_tool_call(events)
-        assert call is not None
-        return [_execute(agent, thread, call, ports)]
+        return Move.RUN_TOOL
     if current is not ThreadStatus.READY:
-        return []
-    if agent.prefetch is not None and _never_acted(thread):
-        # A prefetch hook may find nothing worth fetching; the model must still be asked.
-        prefetched = _prefetch(agent, thread, ports)
-        if prefetched:
-            return prefetched
+        return Move.NONE
+    # A prefetch hook may find nothing worth fetching; then the model is asked.
+    if agent.prefetch is not None and _never_acted(thread) and agent.prefetch(thread):
+        return Move.PREFETCH
     if state.consecutive_errors(events) >= agent.max_consecutive_errors:
-        return [_escalate(ports, "error_budget", f"{agent.max_consecutive_errors} errors in a row")]
+        return Move.ESCALATE_ERRORS
     if state.steps_since_launch(events) >= agent.max_steps:
-        return [_escalate(ports, "step_budget", f"step budget of {agent.max_steps} spent")]
+        return Move.ESCALATE_STEPS
+    return Move.ASK_MODEL
+
+
+def step(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
+    """One move of the loop. Returns [] when the thread is waiting or finished."""
+    match next_move(agent, thread):
+        case Move.RUN_TOOL:
+            call = state.pending_tool_call(thread.events)
+            assert call is not None
+            return [_execute(agent, thread, call, ports)]
+        case Move.NONE:
+            return []
+        case Move.PREFETCH:
+            return _prefetch(agent, thread, ports)
+        case Move.ESCALATE_ERRORS:
+            return [_escalate(ports, "error_budget", f"{agent.max_consecutive_errors} errors in a row")]
+        case Move.ESCALATE_STEPS:
+            return [_escalate(ports, "step_budget", f"step budget of {agent.max_steps} spent")]
     return _decide(agent, thread, ports)
 
 

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..core import state
 from ..core.agent import Agent
 from ..core.errors import TwelvefactorError
-from ..core.events import Event, JsonValue, Thread, UserMessage, dump_event
+from ..core.events import Event, JsonValue, Thread, dump_event
+from ..core.reducer import Move, next_move
 
 CASE_SUFFIXES = (".yaml", ".yml", ".json")
 CONFIG_STEM = "config"
@@ -324,19 +325,20 @@ def why_model_not_asked(agent: Agent, events: Sequence[Event]) -> str | None:
     Mirrors the order of checks in `twelvefactor.core.reducer.step`, so a case (or a replayed
     decision point) is only ever a place where the real loop calls the model.
     """
-    current = state.status(events)
-    if current is not state.ThreadStatus.READY:
-        return f"the thread is {current.value}, so the reducer would not ask the model"
-    if (
-        agent.prefetch is not None
-        and all(isinstance(event, UserMessage) for event in events)
-        and agent.prefetch(Thread(id="eval", agent=agent.name, events=tuple(events)))
-    ):
-        return f"{agent.name} prefetches before its first decision: put the prefetched events in the thread"
-    if state.consecutive_errors(events) >= agent.max_consecutive_errors:
-        return "the error budget is spent, so the reducer would escalate"
-    if state.steps_since_launch(events) >= agent.max_steps:
-        return "the step budget is spent, so the reducer would escalate"
+    thread = Thread(id="eval", agent=agent.name, events=tuple(events))
+    match next_move(agent, thread):
+        case Move.ASK_MODEL:
+            return None
+        case Move.RUN_TOOL | Move.NONE:
+            return f"the thread is {state.status(events).value}, so the reducer would not ask the model"
+        case Move.PREFETCH:
+            return (
+                f"{agent.name} prefetches before its first decision: put the prefetched events in the thread"
+            )
+        case Move.ESCALATE_ERRORS:
+            return "the error budget is spent, so the reducer would escalate"
+        case Move.ESCALATE_STEPS:
+            return "the step budget is spent, so the reducer would escalate"
     return None
 
 
