@@ -91,3 +91,8 @@ class WebhookSettings(_Settings):
 class EventBridgeSettings(_Settings):
     # Comma-separated "detail-type=agent" pairs; a detail-type not listed is ignored.
     launch_rules: str = Field(default="Deployment Requested=deploybot", alias="EVENTBRIDGE_LAUNCH_RULES")
+
+
+class CliSettings(_Settings):
+    # Where `twelvefactor threads` and `twelvefactor eval --from-thread` find the REST API.
+    api_url: str | None = Field(default=None, alias="TWELVEFACTOR_API_URL")

@@ -1,0 +1,135 @@
+"""REST API (factor 6): launch, inspect, answer, call back and cancel threads.
+
+Routes only translate HTTP to the runtime's services; models and the error -> status map live in
+`twelvefactor.triggers.api`. Callers are authenticated by API Gateway (IAM); webhook callbacks
+additionally carry an HMAC signature, checked on the raw body before it is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from twelvefactor import runtime
+from twelvefactor.adapters import webhook
+from twelvefactor.core.events import dump_event
+from twelvefactor.settings import IdempotencySettings, StoreSettings, WebhookSettings, WorkflowSettings
+from twelvefactor.triggers.api import (
+    CALLBACK_ID_PATTERN,
+    THREAD_ID_PATTERN,
+    Accepted,
+    EventsPage,
+    HumanReply,
+    IdempotencyKey,
+    LaunchRequest,
+    ThreadSummary,
+    ThreadView,
+    install_error_handlers,
+    json_response,
+    request_fingerprint,
+)
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace="Twelvefactor")
+app = APIGatewayRestResolver(enable_validation=True)
+install_error_handlers(app, logger)
+runtime.current().require(StoreSettings, WorkflowSettings, IdempotencySettings, WebhookSettings)
+
+ThreadIdPath = Annotated[str, Path(pattern=THREAD_ID_PATTERN)]
+
+
+@app.post("/threads")
+def launch(
+    request: Annotated[LaunchRequest, Body()],
+    idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
+) -> Response[Accepted]:
+    rt = runtime.current()
+    rt.registry.get(request.agent)  # 400 before the idempotency record is written
+
+    def start() -> dict[str, Any]:
+        key = f"api:{idempotency_key}" if idempotency_key else None
+        launched = rt.launch(
+            request.agent, request.message, channel="api", reply_to=request.reply_to, launch_key=key
+        )
+        metrics.add_metric(name="Launches", unit=MetricUnit.Count, value=1)
+        return {"thread_id": launched.thread_id, "status": "accepted"}
+
+    if idempotency_key is None:
+        result = start()
+    else:
+        result = rt.once("api-launch", idempotency_key, start, request_fingerprint(app.current_event.body))
+    logger.append_keys(thread_id=result["thread_id"])
+    return json_response(HTTPStatus.ACCEPTED, Accepted.model_validate(result))
+
+
+@app.get("/threads")
+def list_threads(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> list[ThreadSummary]:
+    return [ThreadSummary.of(meta) for meta in runtime.current().store.list_threads(limit)]
+
+
+@app.get("/threads/<thread_id>")
+def get_thread(thread_id: ThreadIdPath) -> ThreadView:
+    logger.append_keys(thread_id=thread_id)
+    return ThreadView.of_thread(*runtime.current().store.load(thread_id))
+
+
+@app.get("/threads/<thread_id>/events")
+def get_events(thread_id: ThreadIdPath, after: Annotated[int, Query(ge=-1)] = -1) -> EventsPage:
+    store = runtime.current().store
+    events = [{"seq": seq, **dump_event(event)} for seq, event in store.events_after(thread_id, after)]
+    if not events:
+        store.load(thread_id)  # an unknown thread is a 404, not an empty page
+    return EventsPage(thread_id=thread_id, events=events)
+
+
+@app.post("/threads/<thread_id>/responses")
+def respond(thread_id: ThreadIdPath, reply: Annotated[HumanReply, Body()]) -> Response[Accepted]:
+    logger.append_keys(thread_id=thread_id)
+    # The authenticated caller is who answered, whatever the body claims.
+    caller = app.current_event.request_context.identity.user_arn
+    if caller:
+        reply = reply.model_copy(update={"by": caller})
+    resumed = runtime.current().resume(thread_id, reply)
+    metrics.add_metric(name="Responses", unit=MetricUnit.Count, value=1)
+    return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status=resumed.status))
+
+
+@app.post("/callbacks/<callback_id>")
+def callback(callback_id: Annotated[str, Path(pattern=CALLBACK_ID_PATTERN)]) -> Response[Accepted]:
+    rt = runtime.current()
+    body = (app.current_event.decoded_body or "").encode()
+    webhook.verify(rt.webhook_secret, body, app.current_event.headers)  # before anything is parsed
+    payload = json.loads(body or b"{}")
+    if not isinstance(payload, dict):
+        payload = {"result": payload}
+    resumed = rt.callback(callback_id, payload)
+    logger.append_keys(thread_id=resumed.thread_id)
+    metrics.add_metric(name="Callbacks", unit=MetricUnit.Count, value=1)
+    return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=resumed.thread_id, status=resumed.status))
+
+
+@app.delete("/threads/<thread_id>")
+def cancel(thread_id: ThreadIdPath) -> Response[Accepted]:
+    logger.append_keys(thread_id=thread_id)
+    caller = app.current_event.request_context.identity.user_arn
+    runtime.current().cancel(thread_id, by=caller, reason="cancelled through the API")
+    metrics.add_metric(name="Cancellations", unit=MetricUnit.Count, value=1)
+    return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status="cancelled"))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
+    runtime.current().bind_invocation(context)
+    return app.resolve(event, context)

@@ -1,0 +1,54 @@
+"""Reducer (factors 8 and 12): the state machine's Reduce task.
+
+Loads the thread, steps until it waits or ends (each move persisted before the next) and returns
+a tiny status for the Choice state. With an ``error`` (the state machine's Catch) it records an
+escalation instead, so a timed-out or failed wait is never a silent failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
+from twelvefactor import runtime
+from twelvefactor.core import state
+from twelvefactor.core.events import Error, Escalation, ThreadId
+from twelvefactor.settings import AgentSettings, LlmSettings, StoreSettings, WaitSettings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace="Twelvefactor")
+runtime.current().require(StoreSettings, AgentSettings, LlmSettings, WaitSettings)
+
+
+class ReduceRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    thread_id: ThreadId
+    error: dict[str, Any] | None = None  # {"Error", "Cause"} from a Catch
+
+
+@logger.inject_lambda_context(correlation_id_path="thread_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
+    # Counted first: an invocation that fails still flushes a metric (and shows up in the count).
+    metrics.add_metric(name="Reductions", unit=MetricUnit.Count, value=1)
+    request = ReduceRequest.model_validate(event)
+    rt = runtime.current()
+    if request.error is not None:
+        outcome = rt.record_failure(request.thread_id, request.error)
+    else:
+        outcome = rt.reduce(request.thread_id)
+    new = outcome.new_events
+    metrics.add_metric(name="Steps", unit=MetricUnit.Count, value=outcome.moves)
+    metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=state.total_tokens(new))
+    metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=sum(isinstance(e, Error) for e in new))
+    metrics.add_metric(
+        name="Escalations", unit=MetricUnit.Count, value=sum(isinstance(e, Escalation) for e in new)
+    )
+    logger.info("reduced", extra={"status": outcome.status, "moves": outcome.moves, "events": len(new)})
+    return {"thread_id": outcome.thread_id, "status": outcome.status}

@@ -1,0 +1,619 @@
+"""The composition root: every handler's dependencies, and the few things every trigger does.
+
+A function builds what it touches on first use and keeps it for the container's life (boto3
+clients, the store, the agents); nothing is built at import, so a cold start pays only for its own
+path. The openai adapter is imported only when the reducer first asks the model: the trigger
+functions never load it.
+
+The application services (`launch`, `resume`, `callback`, `cancel`, `follow_up`, `notify`,
+`reduce`) are the one place where a trigger's input becomes events plus a workflow call, so
+Slack, email, the API and EventBridge behave the same way (factor 11).
+
+Tests and ``twelvefactor invoke`` swap dependencies with `reset(llm=..., clock=...)`.
+"""
+
+# Imports inside the builders are the point: a function loads only the adapters it uses.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from .adapters.ports import (
+    ConcurrentAppend,
+    PendingWait,
+    ThreadExists,
+    ThreadMeta,
+    ThreadStore,
+    Workflow,
+    WorkflowError,
+)
+from .adapters.webhook import UnknownCallback
+from .core import reducer, replies, state
+from .core.agent import AgentRegistry
+from .core.channels import ChannelRef, EmailRef, NoReplyRef, Notification, SlackRef, notification_for
+from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread
+from .core.ports import LanguageModel, Ports, PromptRenderer, utc_now
+from .core.state import ThreadStatus
+from .settings import (
+    AgentSettings,
+    EmailSettings,
+    IdempotencySettings,
+    LlmSettings,
+    SlackSettings,
+    StoreSettings,
+    WaitSettings,
+    WebhookSettings,
+    WorkflowSettings,
+)
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+
+    from .adapters.ports import HumanChannel
+    from .adapters.slack_channel import SlackChannel
+
+logger = Logger(child=True)
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+ReduceStatus = Literal["waiting", "done", "cancelled"]  # what the Choice state routes on
+MAX_REDUCE_ATTEMPTS = 3
+MAX_CAUSE_CHARS = 300
+# The task token of a wait whose execution has ended (after an escalation): answering starts a new one.
+NO_EXECUTION = ""
+# Step Functions' names for a wait that ran out of time (TimeoutSeconds / HeartbeatSeconds).
+_TIMEOUT_ERRORS = frozenset({"States.Timeout", "States.HeartbeatTimeout"})
+
+
+@dataclass(frozen=True)
+class Launched:
+    thread_id: str
+    created: bool  # False when a repeated launch key found the thread already there
+
+
+@dataclass(frozen=True)
+class Resumed:
+    thread_id: str
+    status: ThreadStatus  # where the thread stands right after the answer was recorded
+
+
+@dataclass(frozen=True)
+class Reduced:
+    thread_id: str
+    status: ReduceStatus
+    new_events: tuple[Event, ...]
+    moves: int = 0  # how many times the reducer stepped (each move persisted on its own)
+
+
+class Runtime:
+    """Lazily built, cached dependencies. Any of them can be passed in to replace the built one."""
+
+    def __init__(
+        self,
+        *,
+        store: ThreadStore | None = None,
+        workflow: Workflow | None = None,
+        registry: AgentRegistry | None = None,
+        prompts: PromptRenderer | None = None,
+        llm: LanguageModel | None = None,
+        channels: dict[str, HumanChannel] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        overrides: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("store", store),
+                ("workflow", workflow),
+                ("registry", registry),
+                ("prompts", prompts),
+                ("llm", llm),
+            )
+            if value is not None
+        }
+        self.__dict__.update(overrides)  # a value in __dict__ wins over the cached_property
+        self._channels: dict[str, HumanChannel] = dict(channels or {})
+        self.clock = clock
+        self._settings: dict[type[BaseModel], BaseModel] = {}
+
+    # --- settings and secrets ----------------------------------------------------------------
+
+    def settings(self, kind: type[SettingsT]) -> SettingsT:
+        """One settings class, read from the environment once and validated."""
+        if kind not in self._settings:
+            self._settings[kind] = kind()
+        found = self._settings[kind]
+        assert isinstance(found, kind)
+        return found
+
+    def require(self, *kinds: type[BaseModel]) -> None:
+        """Validate at cold start: a missing or bad variable fails the init, not the first request."""
+        for kind in kinds:
+            self.settings(kind)
+
+    def secret(self, plain: SecretStr | None, arn: str | None) -> str | None:
+        """A secret from Secrets Manager when its ARN is configured (Lambda), else the plain value."""
+        if arn:
+            from aws_lambda_powertools.utilities.parameters import get_secret
+
+            value = get_secret(arn, max_age=300)
+            return value if isinstance(value, str) else bytes(value).decode()
+        return plain.get_secret_value() if plain is not None else None
+
+    # --- AWS clients and adapters ------------------------------------------------------------
+
+    @cached_property
+    def _boto3(self) -> Any:
+        import boto3
+
+        return boto3.session.Session()
+
+    def client(self, service: str) -> Any:
+        clients: dict[str, Any] = self.__dict__.setdefault("_clients", {})
+        if service not in clients:
+            clients[service] = self._boto3.client(service)
+        return clients[service]
+
+    @cached_property
+    def store(self) -> ThreadStore:
+        from .adapters.dynamodb_store import DynamoThreadStore
+
+        settings = self.settings(StoreSettings)
+        table = self._boto3.resource("dynamodb").Table(settings.threads_table)
+        return DynamoThreadStore(table, settings.payload_bucket, self.client("s3"), settings)
+
+    @cached_property
+    def workflow(self) -> Workflow:
+        from .adapters.stepfunctions import StepFunctionsWorkflow
+
+        return StepFunctionsWorkflow(self.client("stepfunctions"), self._state_machine_arn())
+
+    def _state_machine_arn(self) -> str:
+        """The ARN, or "" in Notify and the reducer: the state machine's definition names them, so
+        their configuration cannot name it back (a CloudFormation cycle). They only resume and
+        fail tasks, which need the task token alone; start and cancel there would be refused."""
+        try:
+            return self.settings(WorkflowSettings).state_machine_arn
+        except ValidationError:
+            return ""
+
+    @cached_property
+    def idempotency_store(self) -> DynamoDBPersistenceLayer:
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+        return DynamoDBPersistenceLayer(
+            table_name=self.settings(IdempotencySettings).idempotency_table,
+            boto3_client=self.client("dynamodb"),
+        )
+
+    @cached_property
+    def registry(self) -> AgentRegistry:
+        import agents
+
+        return agents.build_registry(self.settings(AgentSettings))
+
+    @cached_property
+    def prompts(self) -> PromptRenderer:
+        import agents
+
+        from .core.prompts import JinjaPrompts
+
+        return JinjaPrompts(agents.default_prompts_dir(self.settings(AgentSettings)))
+
+    @cached_property
+    def llm(self) -> LanguageModel:
+        # Imported here so that only the reducer pays for (and depends on) the openai package.
+        from .adapters.llm import model_from_settings
+
+        settings = self.settings(LlmSettings)
+        return model_from_settings(
+            settings, api_key=self.secret(settings.api_key, settings.api_key_secret_arn)
+        )
+
+    @property
+    def ports(self) -> Ports:
+        return Ports(llm=self.llm, prompts=self.prompts, clock=self.clock)
+
+    def channel(self, kind: str) -> HumanChannel | None:
+        """The channel that delivers to a ChannelRef of this kind; None for NoReplyRef."""
+        if kind not in self._channels:
+            built = self._build_channel(kind)
+            if built is None:
+                return None
+            self._channels[kind] = built
+        return self._channels[kind]
+
+    def _build_channel(self, kind: str) -> HumanChannel | None:
+        if kind == "slack":
+            return self.slack
+        if kind == "email":
+            from .adapters.email_channel import EmailChannel
+
+            return EmailChannel(self.client("sesv2"), from_address=self.settings(EmailSettings).from_address)
+        if kind == "webhook":
+            from .adapters.webhook import WebhookChannel
+
+            return WebhookChannel(self.webhook_secret)
+        return None
+
+    @cached_property
+    def slack(self) -> SlackChannel | None:
+        """None when no bot token is configured: such a deployment has no Slack to talk to."""
+        from .adapters.slack_channel import SlackChannel
+
+        settings = self.settings(SlackSettings)
+        token = self.secret(settings.bot_token, settings.bot_token_arn)
+        return SlackChannel.connect(settings, token) if token else None
+
+    @property
+    def webhook_secret(self) -> str | None:
+        webhook = self.settings(WebhookSettings)
+        return self.secret(webhook.secret, webhook.secret_arn)
+
+    # --- idempotency -------------------------------------------------------------------------
+
+    @cached_property
+    def _idempotency_config(self) -> IdempotencyConfig:
+        from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+        return IdempotencyConfig(
+            event_key_jmespath="key",
+            payload_validation_jmespath="fingerprint",
+            raise_on_no_idempotency_key=True,
+        )
+
+    def bind_invocation(self, context: Any) -> None:
+        """Call at the start of each invocation that uses `once`: Powertools needs the Lambda context
+        to give an in-progress record this invocation's remaining time, so a timed-out attempt's
+        record expires and the source's redelivery is processed instead of refused forever."""
+        self._idempotency_config.register_lambda_context(context)
+
+    def once(self, scope: str, key: str, action: Callable[[], dict[str, Any]], fingerprint: str = "") -> Any:
+        """Run ``action`` once per (scope, key); a repeat returns the first result (Powertools).
+
+        ``fingerprint`` (e.g. a hash of the request body) turns "same key, different request" into
+        an IdempotencyValidationError instead of silently answering with the first result.
+        """
+        from aws_lambda_powertools.utilities.idempotency import idempotent_function
+
+        def run(request: dict[str, str]) -> dict[str, Any]:
+            return action()
+
+        guarded = idempotent_function(
+            run,
+            data_keyword_argument="request",
+            persistence_store=self.idempotency_store,
+            config=self._idempotency_config,
+            key_prefix=scope,
+        )
+        return guarded(request={"key": key, "fingerprint": fingerprint})
+
+    def processed(self, scope: str, key: str, fingerprint: str = "") -> bool:
+        """Whether `once(scope, key, ...)` already completed: a retry can be answered without waiting."""
+        from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyItemNotFoundError
+
+        store = self.idempotency_store
+        store.configure(self._idempotency_config, key_prefix=scope)
+        try:
+            record = store.get_record({"key": key, "fingerprint": fingerprint})
+        except IdempotencyItemNotFoundError:
+            return False
+        return record is not None and record.status == "COMPLETED"
+
+    # --- application services ----------------------------------------------------------------
+
+    def launch(
+        self,
+        agent: str,
+        text: str,
+        *,
+        channel: Channel,
+        reply_to: ChannelRef | None = None,
+        sender: str | None = None,
+        launch_key: str | None = None,
+    ) -> Launched:
+        """Create a thread, link its channel, start its execution.
+
+        With a ``launch_key`` (the source's own id) the thread id is derived from it, so a repeat
+        finds the same thread and only re-issues the (deterministically named, idempotent) start.
+        """
+        self.registry.get(agent)  # UnknownAgent before anything is written
+        thread_id = _thread_id_for(launch_key)
+        reply_to = reply_to or NoReplyRef()
+        events = replies.launch(text, at=self.clock(), channel=channel, sender=sender)
+        meta = ThreadMeta(thread_id=thread_id, agent=agent, created_at=self.clock(), channel=reply_to)
+        try:
+            self.store.create(meta, events)
+        except ThreadExists:
+            if launch_key is None:
+                raise
+            # A repeat of a launch that got this far before: finish it, start nothing twice.
+            self.workflow.start(thread_id, 0)
+            return Launched(thread_id, created=False)
+        if isinstance(reply_to, SlackRef | EmailRef):
+            self.store.link(reply_to.correlation_key, thread_id)
+        self.workflow.start(thread_id, 0)
+        logger.info("thread launched", extra={"thread_id": thread_id, "agent": agent, "channel": channel})
+        return Launched(thread_id, created=True)
+
+    def follow_up(self, thread_id: str, text: str, *, channel: Channel, sender: str | None) -> Resumed:
+        """A new message in a known conversation: the answer to a question, or a new launch."""
+        meta, thread = self.store.load(thread_id)
+        before = state.status(thread.events)
+        events = replies.follow_up(thread, text, at=self.clock(), channel=channel, sender=sender)
+        seq = self.store.append(thread_id, events, expected_last_seq=meta.last_seq)
+        if before.is_waiting:
+            self._continue(thread_id, seq)
+        elif before.is_final:
+            # The last execution ended; a runnable thread's running execution picks the message up.
+            self.workflow.start(thread_id, seq)
+        return Resumed(thread_id, state.status(thread.extended(events).events))
+
+    def resume(self, thread_id: str, reply: replies.ApprovalReply | replies.TextReply) -> Resumed:
+        """A person's answer: NotWaiting (409) unless the thread waits for exactly that."""
+        meta, thread = self.store.load(thread_id)
+        events = replies.respond(thread, reply, at=self.clock())
+        seq = self.store.append(thread_id, events, expected_last_seq=meta.last_seq)
+        self._continue(thread_id, seq)
+        return Resumed(thread_id, state.status(thread.extended(events).events))
+
+    def callback(self, callback_id: str, payload: dict[str, Any]) -> Resumed:
+        """Resolve a wait by its callback id: an async tool's result, or an answer from a webhook.
+
+        A wait for a person takes ``{"approved", "comment"}`` or ``{"text"}``; an async tool's wait
+        takes ``{"result": ...}`` (or the whole payload as the result).
+        """
+        wait = self.store.find_wait_by_callback(callback_id) or self._wait_for_tool_call(callback_id)
+        if wait is None:
+            raise UnknownCallback(f"no pending wait for callback {callback_id!r}")
+        meta, thread = self.store.load(wait.thread_id)
+        events = self._answer(thread, wait, payload)
+        seq = self.store.append(thread.id, events, expected_last_seq=meta.last_seq)
+        self._continue(thread.id, seq)
+        return Resumed(thread.id, state.status(thread.extended(events).events))
+
+    def cancel(self, thread_id: str, *, by: str | None = None, reason: str = "") -> None:
+        meta, thread = self.store.load(thread_id)
+        events = replies.cancel(thread, at=self.clock(), by=by, reason=reason)
+        self.store.append(thread_id, events, expected_last_seq=meta.last_seq)
+        self.store.clear_wait(thread_id)
+        self.workflow.cancel(thread_id)
+        logger.info("thread cancelled", extra={"thread_id": thread_id, "by": by})
+
+    def reduce(self, thread_id: str) -> Reduced:
+        """The reducer Lambda: step until the thread waits or ends, persisting every move.
+
+        A move that loses the race for its sequence number (a follow-up or a cancel arrived
+        meanwhile) is dropped and the loop goes on from the thread as it now stands.
+        """
+        moves: list[list[Event]] = []
+        for _attempt in range(MAX_REDUCE_ATTEMPTS - 1):
+            try:
+                return self._reduce_once(thread_id, moves)
+            except ConcurrentAppend:
+                logger.info("thread moved on during a move; reloading", extra={"thread_id": thread_id})
+        return self._reduce_once(thread_id, moves)
+
+    def _reduce_once(self, thread_id: str, moves: list[list[Event]]) -> Reduced:
+        meta, thread = self.store.load(thread_id)
+        agent = self.registry.get(meta.agent)
+        last_seq = meta.last_seq
+
+        def persist(_thread: Thread, events: list[Event]) -> None:
+            nonlocal last_seq
+            last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
+            moves.append(events)
+
+        finished = reducer.run_until_paused(agent, thread, self.ports, persist)
+        status = _reduce_status(state.status(finished.events))
+        new_events = tuple(event for move in moves for event in move)
+        if status == "done" and any(isinstance(event, Done) for event in new_events):
+            self._tell_done(meta, finished)
+        return Reduced(thread_id, status, new_events, moves=len(moves))
+
+    def _tell_done(self, meta: ThreadMeta, thread: Thread) -> None:
+        """Factor 11: the final message goes back on the channel the thread came from."""
+        notification = notification_for(thread.id, thread.events)
+        if notification is not None:
+            self._deliver_quietly(meta, notification)
+
+    def _deliver_quietly(self, meta: ThreadMeta, notification: Notification) -> None:
+        """For messages sent after the thread is saved: a failed send must not re-run the work."""
+        try:
+            self.deliver(meta.channel or NoReplyRef(), notification)
+        except Exception:
+            logger.exception(
+                "could not deliver", extra={"thread_id": meta.thread_id, "kind": notification.kind}
+            )
+
+    def record_failure(self, thread_id: str, error: dict[str, Any]) -> Reduced:
+        """A task failed or a wait timed out (the state machine's Catch): escalate, never fail silently.
+
+        The state machine ends the execution after this, so the person is told here, and the wait
+        saved for them has no task token: whoever answers it starts a new execution.
+        """
+        meta, thread = self.store.load(thread_id)
+        current = state.status(thread.events)
+        if current.is_final:
+            return Reduced(thread_id, _reduce_status(current), ())
+        error_name = str(error.get("Error") or "unknown")
+        cause = " ".join(str(error.get("Cause") or "").split())[:MAX_CAUSE_CHARS]
+        data = EscalationData(
+            reason="wait_timeout" if error_name in _TIMEOUT_ERRORS else "workflow_failure",
+            message=f"{error_name}: {cause}" if cause else error_name,
+        )
+        last = thread.events[-1] if thread.events else None
+        new_events: tuple[Event, ...] = ()
+        if not (isinstance(last, Escalation) and last.data == data):  # a retried Catch adds nothing
+            new_events = (Escalation(at=self.clock(), data=data),)
+            self.store.append(thread_id, list(new_events), expected_last_seq=meta.last_seq)
+            thread = thread.extended(new_events)
+        wait = self._new_wait(thread_id, task_token=NO_EXECUTION, kind="escalation")
+        self.store.save_wait(wait)
+        logger.warning(
+            "escalated", extra={"thread_id": thread_id, "reason": data.reason, "error": error_name}
+        )
+        notification = notification_for(thread_id, thread.events)
+        if notification is not None:
+            self._deliver_quietly(meta, notification.model_copy(update={"callback_id": wait.callback_id}))
+        return Reduced(thread_id, "waiting", new_events)
+
+    def notify(self, thread_id: str, task_token: str) -> Notification | None:
+        """The waitForTaskToken task: save the wait, tell the person, return at once."""
+        meta, thread = self.store.load(thread_id)
+        current = state.status(thread.events)
+        if current is ThreadStatus.CANCELLED:
+            return None  # cancel stops the execution; there is nobody to ask
+        if not current.is_waiting:
+            # The answer landed between the reducer's pause and this task: carry straight on.
+            self.workflow.resume(task_token, {"thread_id": thread_id})
+            return None
+        wait = self._new_wait(thread_id, task_token=task_token, kind=_wait_kind(current, thread.events))
+        self.store.save_wait(wait)
+        arrived = self.store.events_after(thread_id, meta.last_seq)
+        if arrived:
+            # A reply was appended before the wait was saved, so it found no token to resume with.
+            self.store.clear_wait(thread_id)
+            self._resume_execution(thread_id, wait, arrived[0][0])
+            return None
+        notification = notification_for(thread_id, thread.events)
+        if notification is None:
+            return None
+        notification = notification.model_copy(update={"callback_id": wait.callback_id})
+        self.deliver(meta.channel or NoReplyRef(), notification)
+        return notification
+
+    def deliver(self, ref: ChannelRef, notification: Notification) -> None:
+        """Send on the thread's own channel; escalations also reach the operations channel."""
+        channel = self.channel(ref.kind)
+        if channel is not None:
+            channel.send(ref, notification)
+        # A Slack thread's channel copies its escalations itself; the others need the copy made here.
+        if notification.kind == "escalation" and not isinstance(ref, SlackRef) and self.slack is not None:
+            self.slack.notify_operations(notification)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _new_wait(
+        self,
+        thread_id: str,
+        *,
+        task_token: str,
+        kind: Literal["approval", "question", "escalation", "callback"],
+    ) -> PendingWait:
+        timeout = timedelta(seconds=self.settings(WaitSettings).wait_timeout_seconds)
+        return PendingWait(
+            thread_id=thread_id,
+            task_token=task_token,
+            callback_id=secrets.token_urlsafe(24),  # unguessable: it names the wait in a public URL
+            kind=kind,
+            deadline=self.clock() + timeout,
+        )
+
+    def _wait_for_tool_call(self, key: str) -> PendingWait | None:
+        """An async tool's executor knows only its ToolContext: it hands ``<thread_id>:<call_id>``
+        (its idempotency key) to the system that calls back, since the random callback id is made
+        later, by Notify."""
+        thread_id, _, call_id = key.partition(":")
+        if not call_id:
+            return None
+        wait = self.store.get_wait(thread_id)
+        if wait is None or wait.kind != "callback":
+            return None
+        pending = state.awaiting_callback(self.store.load(thread_id)[1].events)
+        return wait if pending is not None and pending.data.call_id == call_id else None
+
+    def _answer(self, thread: Thread, wait: PendingWait, payload: dict[str, Any]) -> list[Event]:
+        at = self.clock()
+        if wait.kind == "callback":
+            pending = state.awaiting_callback(thread.events)
+            call_id = pending.data.call_id if pending is not None else ""
+            result = payload.get("result", payload)
+            return replies.callback(thread, call_id, result, at=at)
+        if wait.kind == "approval":
+            return replies.respond(thread, replies.ApprovalReply.model_validate(payload), at=at)
+        return replies.respond(thread, replies.TextReply.model_validate(payload), at=at)
+
+    def _continue(self, thread_id: str, seq: int) -> None:
+        """Hand the thread back to its paused execution, or start one if that execution is gone."""
+        wait = self.store.get_wait(thread_id)
+        if wait is None:
+            # The execution is between its reducer and Notify; Notify sees the reply and resumes.
+            logger.info("no wait saved yet; Notify will resume", extra={"thread_id": thread_id})
+            return
+        # Cleared before resuming: once resumed, the next pause may save a new wait at any moment.
+        self.store.clear_wait(thread_id)
+        self._resume_execution(thread_id, wait, seq)
+
+    def _resume_execution(self, thread_id: str, wait: PendingWait, seq: int) -> None:
+        if wait.task_token == NO_EXECUTION:
+            self.workflow.start(thread_id, seq)
+            return
+        try:
+            self.workflow.resume(wait.task_token, {"thread_id": thread_id})
+        except WorkflowError as error:
+            # The token died with its execution (timed out and escalated, or failed): start anew.
+            logger.warning("task token rejected; starting a new execution", extra={"error": str(error)})
+            self.workflow.start(thread_id, seq)
+
+
+def _thread_id_for(launch_key: str | None) -> str:
+    if launch_key is None:
+        return uuid.uuid4().hex
+    return hashlib.sha256(launch_key.encode()).hexdigest()[:32]
+
+
+def _reduce_status(current: ThreadStatus) -> ReduceStatus:
+    if current is ThreadStatus.DONE:
+        return "done"
+    if current is ThreadStatus.CANCELLED:
+        return "cancelled"
+    return "waiting"
+
+
+def _wait_kind(
+    current: ThreadStatus, events: tuple[Event, ...]
+) -> Literal["approval", "question", "escalation", "callback"]:
+    if current is ThreadStatus.AWAITING_APPROVAL:
+        return "approval"
+    if current is ThreadStatus.AWAITING_CALLBACK:
+        return "callback"
+    return "escalation" if isinstance(events[-1], Escalation) else "question"
+
+
+__all__ = [
+    "ConcurrentAppend",
+    "Launched",
+    "Reduced",
+    "Resumed",
+    "Runtime",
+    "UnknownCallback",
+    "current",
+    "reset",
+]
+
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    """The container's runtime, built on first use."""
+    global _current  # noqa: PLW0603 - one per container is the point
+    if _current is None:
+        _current = Runtime()
+    return _current
+
+
+def reset(**overrides: Any) -> Runtime:
+    """Forget everything built; the next use reads the environment again. For tests and `invoke`."""
+    global _current  # noqa: PLW0603
+    _current = Runtime(**overrides)
+    return _current

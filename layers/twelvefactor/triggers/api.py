@@ -1,0 +1,170 @@
+"""The REST API's contract: request and response models, and the one map from errors to HTTP.
+
+The Api function's routes stay a few lines each because validation happens here (Powertools
+validates bodies, paths and headers against these models and answers 422 on a mismatch) and
+every typed error becomes its status code in `install_error_handlers`, nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from ..adapters.ports import ConcurrentAppend, StorageError, ThreadMeta, WorkflowError
+from ..adapters.webhook import SignatureRejected, UnknownCallback
+from ..core import state
+from ..core.channels import ChannelRef, NoReplyRef, WebhookRef
+from ..core.errors import NotWaiting, ThreadNotFound, UnknownAgent
+from ..core.events import IntentName, Thread, ThreadId, dump_event
+from ..core.replies import ApprovalReply, TextReply
+
+# Path and header shapes, checked before anything is looked up.
+THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+CALLBACK_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,160}$"
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+HumanReply = Annotated[ApprovalReply | TextReply, Field(discriminator="kind")]
+
+
+class LaunchRequest(BaseModel):
+    """Start a thread. Replies reach the caller on `channel`, or as signed POSTs to `callback_url`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    agent: IntentName
+    message: str = Field(min_length=1, max_length=40_000)
+    channel: ChannelRef | None = None
+    callback_url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _one_reply_route(self) -> LaunchRequest:
+        if self.channel is not None and self.callback_url is not None:
+            raise ValueError("give either channel or callback_url, not both")
+        return self
+
+    @property
+    def reply_to(self) -> ChannelRef:
+        if self.callback_url is not None:
+            return WebhookRef(url=str(self.callback_url))
+        return self.channel or NoReplyRef()
+
+
+class Accepted(BaseModel):
+    thread_id: ThreadId
+    status: str
+
+
+class ThreadSummary(BaseModel):
+    thread_id: ThreadId
+    agent: str
+    created_at: datetime
+    channel: str
+
+    @classmethod
+    def of(cls, meta: ThreadMeta) -> ThreadSummary:
+        channel = meta.channel.kind if meta.channel is not None else "none"
+        return cls(thread_id=meta.thread_id, agent=meta.agent, created_at=meta.created_at, channel=channel)
+
+
+class ThreadView(ThreadSummary):
+    status: state.ThreadStatus
+    total_tokens: int
+    last_seq: int
+    events: list[dict[str, Any]]
+
+    @classmethod
+    def of_thread(cls, meta: ThreadMeta, thread: Thread) -> ThreadView:
+        return cls(
+            **ThreadSummary.of(meta).model_dump(),
+            status=state.status(thread.events),
+            total_tokens=state.total_tokens(thread.events),
+            last_seq=meta.last_seq,
+            events=[dump_event(event) for event in thread.events],
+        )
+
+
+class EventsPage(BaseModel):
+    thread_id: ThreadId
+    events: list[dict[str, Any]]  # each event with its "seq"; ask again with ?after=<last seq>
+
+
+def request_fingerprint(body: str | None) -> str:
+    """Ties an Idempotency-Key to its body: the same key with another body is an error, not a replay."""
+    return hashlib.sha256((body or "").encode()).hexdigest()
+
+
+def json_response(status: HTTPStatus, body: BaseModel | dict[str, Any]) -> Response[Any]:
+    payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)
+
+
+# The one map from a typed error to what the caller sees. Subclasses match their base's entry.
+ERROR_STATUS: dict[type[Exception], HTTPStatus] = {
+    UnknownAgent: HTTPStatus.BAD_REQUEST,
+    json.JSONDecodeError: HTTPStatus.BAD_REQUEST,
+    SignatureRejected: HTTPStatus.UNAUTHORIZED,
+    ThreadNotFound: HTTPStatus.NOT_FOUND,
+    UnknownCallback: HTTPStatus.NOT_FOUND,
+    NotWaiting: HTTPStatus.CONFLICT,
+    ConcurrentAppend: HTTPStatus.CONFLICT,
+    IdempotencyAlreadyInProgressError: HTTPStatus.CONFLICT,
+    IdempotencyValidationError: HTTPStatus.UNPROCESSABLE_ENTITY,
+    ValidationError: HTTPStatus.UNPROCESSABLE_ENTITY,
+    WorkflowError: HTTPStatus.BAD_GATEWAY,
+    StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
+def status_for(error: Exception) -> HTTPStatus:
+    for kind in type(error).__mro__:
+        if kind in ERROR_STATUS:
+            return ERROR_STATUS[kind]
+    return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def install_error_handlers(app: APIGatewayRestResolver, logger: Logger) -> None:
+    """Every rejection is logged with its reason and answered with a precise status."""
+
+    def rejected(error: Exception) -> Response[Any]:
+        status = status_for(error)
+        # Pydantic's message echoes the input; the caller gets the location and type only.
+        message = _validation_summary(error) if isinstance(error, ValidationError) else str(error)
+        logger.warning(
+            "request rejected",
+            extra={"status": int(status), "error": type(error).__name__, "reason": message},
+        )
+        return json_response(status, {"error": type(error).__name__, "message": message})
+
+    def invalid(error: RequestValidationError) -> Response[Any]:
+        detail = [{"loc": list(item["loc"]), "type": item["type"]} for item in error.errors()]
+        logger.warning("request rejected", extra={"status": 422, "reason": detail})
+        return json_response(
+            HTTPStatus.UNPROCESSABLE_ENTITY, {"error": "RequestValidationError", "detail": detail}
+        )
+
+    app.exception_handler(list(ERROR_STATUS))(rejected)
+    app.exception_handler(RequestValidationError)(invalid)
+
+
+def _validation_summary(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['type']}" for item in error.errors()
+    )
