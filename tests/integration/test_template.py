@@ -337,6 +337,7 @@ def test_api_routes_list_every_route_with_its_function(template: Template) -> No
     # Then each API operation of the issue is routed to the function that serves it
     assert set(routes) == {
         ApiRoute("POST", "/threads", "ApiFunction"),
+        ApiRoute("GET", "/threads", "ApiFunction"),
         ApiRoute("GET", "/threads/{id}", "ApiFunction"),
         ApiRoute("GET", "/threads/{id}/events", "ApiFunction"),
         ApiRoute("POST", "/threads/{id}/responses", "ApiFunction"),
