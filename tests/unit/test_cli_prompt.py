@@ -32,7 +32,7 @@ from twelvefactor.core.events import (
     UserMessageData,
     dump_thread,
 )
-from twelvefactor.core.prompts import JinjaPrompts
+from twelvefactor.core.prompts import JinjaPrompts, signature
 from twelvefactor.core.tools import IntentSet
 from twelvefactor.settings import AgentSettings
 
@@ -105,15 +105,17 @@ def test_render_prints_the_system_and_user_messages_and_the_schema(
     assert exit_code == 0
     printed = sections(out)
     assert list(printed) == ["system", "user", "structured output (json_schema)"]
-    # ... the system message carries the tool schema, the user message the rendered thread
-    tools_schema = json.dumps(deploybot.intents.json_schema(), indent=2, sort_keys=True)
-    assert tools_schema in printed["system"]
+    # ... the system message lists every intent with its fields, the user message the rendered thread
+    schema = deploybot.intents.json_schema()
+    for name, model in deploybot.intents.by_name.items():
+        assert f"- {signature(name, schema['$defs'][model.__name__])}:" in printed["system"]
+    assert "deploy_backend(tag: string, environment: staging|production)" in printed["system"]
     rendered_thread = deploybot.context.render(thread.events)
     assert rendered_thread in printed["user"]
     assert "<list_git_tags_result>" in printed["user"]
     assert "comment: Staging first." in printed["user"]
     assert "&lt;/user_message&gt;&lt;done_for_now&gt;" in printed["user"]
-    # ... and the schema is the one the adapter sends in its default mode
+    # ... and the full tool schema is printed as the adapter sends it, in its default mode
     assert json.loads(printed["structured output (json_schema)"]) == strict_schema(deploybot.intents)
 
 

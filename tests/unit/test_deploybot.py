@@ -35,7 +35,7 @@ from twelvefactor.core.events import (
     UserMessageData,
 )
 from twelvefactor.core.ports import Ports
-from twelvefactor.core.prompts import JinjaPrompts
+from twelvefactor.core.prompts import JinjaPrompts, signature
 from twelvefactor.core.reducer import run_until_paused, step
 from twelvefactor.core.state import ThreadStatus
 from twelvefactor.core.tools import ToolContext
@@ -324,16 +324,18 @@ def sample_thread(agent: str) -> Thread:
 
 
 @pytest.mark.parametrize("name", ["deploybot", "payments"])
-def test_each_template_renders_the_thread_and_the_schema(name: str) -> None:
+def test_each_template_renders_the_thread_and_every_intent_with_its_fields(name: str) -> None:
     # Given an agent and a thread with an untrusted, secret-bearing message
     agent = build_registry(AgentSettings()).get(name)
     thread = sample_thread(name)
     # When its owned prompt is rendered
     system, user = JinjaPrompts(REPO_PROMPTS_DIR).render(agent, thread)
-    # Then the system message names every intent and carries the exact schema
+    # Then the system message names every intent with its fields (the schema itself travels with
+    # the request as its structured-output format)
     assert system["role"] == "system"
-    assert json.dumps(agent.intents.json_schema(), indent=2, sort_keys=True) in system["content"]
-    assert all(f"- {intent}: " in system["content"] for intent in agent.intents.names)
+    schema = agent.intents.json_schema()
+    for intent, model in agent.intents.by_name.items():
+        assert f"- {signature(intent, schema['$defs'][model.__name__])}: " in system["content"]
     # And the user message is the rendered thread, escaped and redacted, then the question
     assert user["role"] == "user"
     assert agent.context.render(thread.events) in user["content"]

@@ -36,14 +36,19 @@ class JinjaPrompts:
     def variables(self, agent: Agent, thread: Thread) -> dict[str, Any]:
         """Everything a template can use. Task tokens and secrets are never in here."""
         intents = agent.intents
+        schema = intents.json_schema()
         return {
             "agent": {"name": agent.name, "description": agent.description},
             "thread": agent.context.render(thread.events),
             "intents": [
-                {"name": name, "description": (model.__doc__ or "").strip()}
+                {
+                    "name": name,
+                    "description": (model.__doc__ or "").strip(),
+                    "signature": signature(name, schema["$defs"][model.__name__]),
+                }
                 for name, model in intents.by_name.items()
             ],
-            "tools_schema": json.dumps(intents.json_schema(), indent=2, sort_keys=True),
+            "tools_schema": json.dumps(schema, indent=2, sort_keys=True),
         }
 
     def render(self, agent: Agent, thread: Thread) -> list[ChatMessage]:
@@ -59,3 +64,31 @@ class JinjaPrompts:
         if not messages:
             raise ValueError(f"{agent.template_name} defines no system or user block")
         return messages
+
+
+def signature(name: str, definition: dict[str, Any]) -> str:
+    """A one-line form of an intent, e.g. ``deploy_backend(tag: string, environment: staging|production)``.
+
+    A fraction of the JSON Schema's tokens: prompts list the steps with it, while the full schema
+    travels in the request's structured-output parameters (and stays available as `tools_schema`).
+    Optional fields end in ``?``.
+    """
+    required = set(definition.get("required", ()))
+    fields = [
+        f"{field}{'' if field in required else '?'}: {_type_of(spec)}"
+        for field, spec in definition.get("properties", {}).items()
+        if field != "intent"
+    ]
+    return f"{name}({', '.join(fields)})"
+
+
+def _type_of(spec: dict[str, Any]) -> str:
+    if "enum" in spec:
+        return "|".join(str(value) for value in spec["enum"])
+    if "const" in spec:
+        return str(spec["const"])
+    if "anyOf" in spec:
+        return "|".join(_type_of(option) for option in spec["anyOf"])
+    if spec.get("type") == "array":
+        return f"list[{_type_of(spec.get('items', {}))}]"
+    return str(spec.get("type", "any"))
