@@ -39,5 +39,7 @@ def test_each_sample_has_its_triggers_shape(sample: Path) -> None:
         assert event["Records"][0]["eventSource"] == "aws:ses"
     elif trigger == "eventbridge":
         assert {"id", "detail-type", "source", "detail"} <= set(event)
+    elif trigger == "janitor":
+        assert event["Records"][0]["eventSource"] == "aws:dynamodb"
     else:
         assert trigger in ("reducer", "notify") and "thread_id" in event

@@ -51,6 +51,7 @@ FUNCTIONS = {
     "SlackFunction": "slack",
     "EmailFunction": "email",
     "EventBridgeFunction": "eventbridge",
+    "JanitorFunction": "janitor",
 }
 # ELF e_machine values: what the CPU in the declared Lambda architecture executes.
 ELF_MACHINES = {"x86_64": 0x3E, "arm64": 0xB7}

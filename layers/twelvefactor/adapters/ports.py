@@ -89,6 +89,9 @@ class ThreadStore(Protocol):
 
     def list_threads(self, limit: int = 50) -> list[ThreadMeta]: ...
 
+    def purge(self, thread_id: str) -> None:
+        """Delete every trace of a thread (items, links, payloads); purging a purged thread is a no-op."""
+
 
 class Workflow(Protocol):
     def start(self, thread_id: str, launch_seq: int) -> str:
