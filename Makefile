@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # sam build needs the Lambda runtime's Python on PATH; pyenv provides it where it is installed.
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.11' | head -1):$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | head -1)
 
-.PHONY: venv demo test unit integration e2e lint format validate build clean
+.PHONY: venv demo test unit integration e2e lint format validate build clean bench bench-smoke
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -16,10 +16,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-demo: venv
+# The embedded model's runtime: llama-cpp-python compiles llama.cpp on its first install. The build's
+# progress lines are shown; the whole log is kept for when it fails.
+LOCAL_STAMP := $(VENV)/.installed-local
+$(LOCAL_STAMP): $(STAMP)
+	@echo "Installing the local model runtime (.[dev,local]). On a first run llama-cpp-python builds"
+	@echo "llama.cpp from source: about 6 minutes on 2 cores. Full log: $(VENV)/local-install.log"
+	@set -o pipefail; $(BIN)/python -m pip install -v -e '.[dev,local]' 2>&1 | tee $(VENV)/local-install.log \
+		| awk '/\[ *[0-9]+%\]|Building wheel|Successfully (built|installed)|ERROR/ { print "  " $$0; fflush() }' \
+		|| { echo "Installing .[dev,local] failed. The end of $(VENV)/local-install.log:"; \
+		     tail -n 40 $(VENV)/local-install.log; exit 1; }
+	@touch $@
+
+demo: $(LOCAL_STAMP)
 	$(BIN)/twelvefactor demo $(ARGS)
 
-test: venv lint
+# The whole suite, the embedded model's e2e and eval runs included, hence the local extra.
+test: $(LOCAL_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv
@@ -41,6 +54,23 @@ build: venv
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Benchmarks against LangGraph (docs/benchmarks.md). The peer's stack and the measuring tools live in
+# their own venv, never in the product's; `bench-smoke` (also run by `make test`, through
+# tests/bench) runs every figure once on tiny sizes so the harness cannot rot.
+BENCH_VENV := bench/.venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+$(BENCH_STAMP): bench/requirements-peer.txt bench/requirements-tools.txt | $(STAMP)
+	@test -x $(BENCH_VENV)/bin/python || $(BIN)/python -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements-peer.txt -r bench/requirements-tools.txt
+	@touch $@
+
+bench: $(LOCAL_STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
+
+bench-smoke: venv
+	$(BIN)/python -m bench.run --smoke --out .cache/benchmarks-smoke.md $(ARGS)
 
 clean:
 	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
