@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# sam build needs the Lambda runtime's Python on PATH; pyenv provides it where it is installed.
+# Puts the Lambda runtime's Python (3.12) on PATH where pyenv has it; the layer's own build needs no 3.12.
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.11' | head -1):$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | head -1)
 
-.PHONY: venv demo test unit integration e2e lint format validate build clean bench bench-smoke
+.PHONY: venv demo test unit lint format validate build clean bench bench-smoke
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
