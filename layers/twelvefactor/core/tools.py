@@ -7,8 +7,10 @@ trusted as-is, and whether a call needs approval is decided here, in code, from 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -117,15 +119,22 @@ class IntentSet:
 
         The models default `intent` so code can build them without repeating the name, but the
         model must always say which intent it means: constrained decoders only emit what the
-        schema requires.
+        schema requires. Each call returns a fresh copy, which callers may reshape.
         """
+        copy: dict[str, Any] = json.loads(self._schema_text)
+        return copy
+
+    @cached_property
+    def _schema_text(self) -> str:
+        # Generating the schema costs milliseconds and every model call needs it up to three times
+        # (prompt, response format, answer unwrapping): generate once, hand out copies.
         schema = self.adapter.json_schema()
         for definition in schema.get("$defs", {}).values():
             if "intent" in definition.get("properties", {}):
                 required = definition.setdefault("required", [])
                 if "intent" not in required:
                     required.insert(0, "intent")
-        return schema
+        return json.dumps(schema)
 
     def validate_json(self, text: str) -> Intent:
         result: Intent = self.adapter.validate_json(text)
