@@ -4,12 +4,10 @@ from `LambdaSimpleBackend.invoke`, these tests fail instead of the state machine
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from tests.support import poll_until
 from twelvefactor.local.lambda_bridge import LambdaBridge, function_name_of
@@ -19,16 +17,8 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:Doubler"
 
 
 @pytest.fixture
-def sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    config: Any = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-    with mock_aws(config=config):
-        yield boto3.client("stepfunctions", region_name="us-east-1")
+def sfn(aws: None) -> Any:
+    return boto3.client("stepfunctions", region_name="us-east-1")
 
 
 def _run(sfn: Any, definition: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
