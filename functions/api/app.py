@@ -32,9 +32,11 @@ from twelvefactor.triggers.api import (
     LaunchRequest,
     ThreadSummary,
     ThreadView,
+    documented,
     install_error_handlers,
     json_response,
     request_fingerprint,
+    unauthenticated,
 )
 
 logger = Logger()
@@ -47,7 +49,7 @@ runtime.current().require(StoreSettings, WorkflowSettings, IdempotencySettings, 
 ThreadIdPath = Annotated[str, Path(pattern=THREAD_ID_PATTERN)]
 
 
-@app.post("/threads")
+@app.post("/threads", responses=documented(HTTPStatus.ACCEPTED, Accepted))
 def launch(
     request: Annotated[LaunchRequest, Body()],
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
@@ -71,18 +73,18 @@ def launch(
     return json_response(HTTPStatus.ACCEPTED, Accepted.model_validate(result))
 
 
-@app.get("/threads")
+@app.get("/threads", responses=documented(HTTPStatus.OK, list[ThreadSummary]))
 def list_threads(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> list[ThreadSummary]:
     return [ThreadSummary.of(meta) for meta in runtime.current().store.list_threads(limit)]
 
 
-@app.get("/threads/<thread_id>")
+@app.get("/threads/<thread_id>", responses=documented(HTTPStatus.OK, ThreadView))
 def get_thread(thread_id: ThreadIdPath) -> ThreadView:
     logger.append_keys(thread_id=thread_id)
     return ThreadView.of_thread(*runtime.current().store.load(thread_id))
 
 
-@app.get("/threads/<thread_id>/events")
+@app.get("/threads/<thread_id>/events", responses=documented(HTTPStatus.OK, EventsPage))
 def get_events(thread_id: ThreadIdPath, after: Annotated[int, Query(ge=-1)] = -1) -> EventsPage:
     store = runtime.current().store
     events = [{"seq": seq, **dump_event(event)} for seq, event in store.events_after(thread_id, after)]
@@ -91,7 +93,7 @@ def get_events(thread_id: ThreadIdPath, after: Annotated[int, Query(ge=-1)] = -1
     return EventsPage(thread_id=thread_id, events=events)
 
 
-@app.post("/threads/<thread_id>/responses")
+@app.post("/threads/<thread_id>/responses", responses=documented(HTTPStatus.ACCEPTED, Accepted))
 def respond(thread_id: ThreadIdPath, reply: Annotated[HumanReply, Body()]) -> Response[Accepted]:
     logger.append_keys(thread_id=thread_id)
     # The authenticated caller is who answered, whatever the body claims.
@@ -103,7 +105,7 @@ def respond(thread_id: ThreadIdPath, reply: Annotated[HumanReply, Body()]) -> Re
     return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status=resumed.status))
 
 
-@app.post("/callbacks/<callback_id>")
+@app.post("/callbacks/<callback_id>", responses=documented(HTTPStatus.ACCEPTED, Accepted))
 def callback(callback_id: Annotated[str, Path(pattern=CALLBACK_ID_PATTERN)]) -> Response[Accepted]:
     rt = runtime.current()
     body = (app.current_event.decoded_body or "").encode()
@@ -117,7 +119,7 @@ def callback(callback_id: Annotated[str, Path(pattern=CALLBACK_ID_PATTERN)]) -> 
     return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=resumed.thread_id, status=resumed.status))
 
 
-@app.delete("/threads/<thread_id>")
+@app.delete("/threads/<thread_id>", responses=documented(HTTPStatus.ACCEPTED, Accepted))
 def cancel(thread_id: ThreadIdPath) -> Response[Accepted]:
     logger.append_keys(thread_id=thread_id)
     caller = app.current_event.request_context.identity.user_arn
@@ -131,5 +133,8 @@ def cancel(thread_id: ThreadIdPath) -> Response[Accepted]:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
+    refused = unauthenticated(event, logger)
+    if refused is not None:
+        return refused
     runtime.current().bind_invocation(context)
     return app.resolve(event, context)

@@ -124,7 +124,13 @@ def _known_thread(rt: runtime.Runtime, mail: inbound_email.InboundEmail) -> str 
 
 def _raw_message(rt: runtime.Runtime, message_id: str) -> bytes:
     bucket = rt.settings(StoreSettings).payload_bucket
-    stored = rt.client("s3").get_object(Bucket=bucket, Key=inbound_email.s3_key(message_id))
+    s3 = rt.client("s3")
+    try:
+        stored = s3.get_object(Bucket=bucket, Key=inbound_email.s3_key(message_id))
+    except s3.exceptions.NoSuchKey:
+        # The receipt rule stores the message before it invokes us: a receipt without one is not
+        # SES's, and retrying it would not make the message appear.
+        raise inbound_email.RejectedEmail(f"no stored message for {message_id}") from None
     if stored["ContentLength"] > inbound_email.MAX_RAW_BYTES:
         raise inbound_email.RejectedEmail(f"message of {stored['ContentLength']} bytes is too large")
     raw: bytes = stored["Body"].read()

@@ -34,7 +34,13 @@ LAUNCH_RULES = parse_launch_rules(runtime.current().settings(EventBridgeSettings
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="EventBridgeEvents", unit=MetricUnit.Count, value=1)  # first: see reducer
-    received = parse(event=event, model=EventBridgeModel)
+    try:
+        received = parse(event=event, model=EventBridgeModel)
+    except ValidationError as error:
+        # Failing would only make EventBridge retry it for a day: it will never parse.
+        return _ignored(f"not an EventBridge event ({error.error_count()} errors)", metric="EventsIgnored")
+    if not received.id.strip():
+        return _ignored("an event without an id cannot be handled once", metric="EventsIgnored")
     rt = runtime.current()
     rt.bind_invocation(context)
     detail: dict[str, Any] = received.detail if isinstance(received.detail, dict) else {}

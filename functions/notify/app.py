@@ -12,10 +12,13 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from twelvefactor import runtime
+from twelvefactor.adapters.ports import WorkflowError
+from twelvefactor.core.errors import ThreadNotFound
 from twelvefactor.core.events import ThreadId
+from twelvefactor.runtime import reason
 from twelvefactor.settings import StoreSettings, WaitSettings
 
 logger = Logger()
@@ -35,8 +38,13 @@ class NotifyRequest(BaseModel):
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="NotifyInvocations", unit=MetricUnit.Count, value=1)  # first: see reducer
-    request = NotifyRequest.model_validate(event)
-    notification = runtime.current().notify(request.thread_id, request.task_token)
+    try:
+        request = NotifyRequest.model_validate(event)
+        notification = runtime.current().notify(request.thread_id, request.task_token)
+    except (ValidationError, ThreadNotFound, WorkflowError) as refused:
+        # The task fails (the state machine's Catch takes over), and the log says why.
+        logger.warning("request rejected", extra={"error": type(refused).__name__, "reason": reason(refused)})
+        raise
     metrics.add_metric(name="Notifications", unit=MetricUnit.Count, value=int(notification is not None))
     kind = notification.kind if notification is not None else None
     logger.info("notified" if kind else "nothing to tell; execution resumed or ended", extra={"kind": kind})

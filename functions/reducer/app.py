@@ -12,11 +12,13 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from twelvefactor import runtime
 from twelvefactor.core import state
+from twelvefactor.core.errors import ThreadNotFound
 from twelvefactor.core.events import Error, Escalation, ThreadId
+from twelvefactor.runtime import reason
 from twelvefactor.settings import AgentSettings, LlmSettings, StoreSettings, WaitSettings
 
 logger = Logger()
@@ -37,12 +39,17 @@ class ReduceRequest(BaseModel):
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     # Counted first: an invocation that fails still flushes a metric (and shows up in the count).
     metrics.add_metric(name="Reductions", unit=MetricUnit.Count, value=1)
-    request = ReduceRequest.model_validate(event)
     rt = runtime.current()
-    if request.error is not None:
-        outcome = rt.record_failure(request.thread_id, request.error)
-    else:
-        outcome = rt.reduce(request.thread_id)
+    try:
+        request = ReduceRequest.model_validate(event)
+        if request.error is not None:
+            outcome = rt.record_failure(request.thread_id, request.error)
+        else:
+            outcome = rt.reduce(request.thread_id)
+    except (ValidationError, ThreadNotFound) as refused:
+        # The task fails (the state machine's Catch takes over), and the log says why.
+        logger.warning("request rejected", extra={"error": type(refused).__name__, "reason": reason(refused)})
+        raise
     new = outcome.new_events
     metrics.add_metric(name="Steps", unit=MetricUnit.Count, value=outcome.moves)
     metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=state.total_tokens(new))

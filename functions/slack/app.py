@@ -138,7 +138,11 @@ def _may_answer(click: slack.ButtonClick, settings: SlackSettings) -> bool:
 
 
 def _refuse(rt: runtime.Runtime, click: slack.ButtonClick, text: str) -> dict[str, Any]:
-    logger.warning("slack click refused", extra={"user_id": click.user_id, "thread_id": click.thread_id})
+    reason = f"{click.user_id} is not an allowed approver (SLACK_ALLOWED_RESPONDERS)"
+    logger.warning(
+        "slack click refused",
+        extra={"user_id": click.user_id, "thread_id": click.thread_id, "reason": reason},
+    )
     _tell(rt, click, text)
     return _http(200, {"response_type": "ephemeral", "replace_original": False, "text": text})
 

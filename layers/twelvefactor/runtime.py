@@ -18,7 +18,9 @@ Tests and ``twelvefactor invoke`` swap dependencies with `reset(llm=..., clock=.
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +70,9 @@ logger = Logger(child=True)
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 ReduceStatus = Literal["waiting", "done", "cancelled"]  # what the Choice state routes on
 MAX_REDUCE_ATTEMPTS = 3
+# A trigger's write that loses the race for its sequence number is decided again (see _append_decided).
+MAX_APPEND_ATTEMPTS = 25
+MAX_APPEND_BACKOFF_SECONDS = 0.1
 MAX_CAUSE_CHARS = 300
 # The task token of a wait whose execution has ended (after an escalation): answering starts a new one.
 NO_EXECUTION = ""
@@ -347,10 +352,11 @@ class Runtime:
 
     def follow_up(self, thread_id: str, text: str, *, channel: Channel, sender: str | None) -> Resumed:
         """A new message in a known conversation: the answer to a question, or a new launch."""
-        meta, thread = self.store.load(thread_id)
+        thread, events, seq = self._append_decided(
+            thread_id,
+            lambda thread: replies.follow_up(thread, text, at=self.clock(), channel=channel, sender=sender),
+        )
         before = state.status(thread.events)
-        events = replies.follow_up(thread, text, at=self.clock(), channel=channel, sender=sender)
-        seq = self.store.append(thread_id, events, expected_last_seq=meta.last_seq)
         if before.is_waiting:
             self._continue(thread_id, seq)
         elif before.is_final:
@@ -360,9 +366,9 @@ class Runtime:
 
     def resume(self, thread_id: str, reply: replies.ApprovalReply | replies.TextReply) -> Resumed:
         """A person's answer: NotWaiting (409) unless the thread waits for exactly that."""
-        meta, thread = self.store.load(thread_id)
-        events = replies.respond(thread, reply, at=self.clock())
-        seq = self.store.append(thread_id, events, expected_last_seq=meta.last_seq)
+        thread, events, seq = self._append_decided(
+            thread_id, lambda thread: replies.respond(thread, reply, at=self.clock())
+        )
         self._continue(thread_id, seq)
         return Resumed(thread_id, state.status(thread.extended(events).events))
 
@@ -375,16 +381,16 @@ class Runtime:
         wait = self.store.find_wait_by_callback(callback_id) or self._wait_for_tool_call(callback_id)
         if wait is None:
             raise UnknownCallback(f"no pending wait for callback {callback_id!r}")
-        meta, thread = self.store.load(wait.thread_id)
-        events = self._answer(thread, wait, payload)
-        seq = self.store.append(thread.id, events, expected_last_seq=meta.last_seq)
+        thread, events, seq = self._append_decided(
+            wait.thread_id, lambda thread: self._answer(thread, wait, payload)
+        )
         self._continue(thread.id, seq)
         return Resumed(thread.id, state.status(thread.extended(events).events))
 
     def cancel(self, thread_id: str, *, by: str | None = None, reason: str = "") -> None:
-        meta, thread = self.store.load(thread_id)
-        events = replies.cancel(thread, at=self.clock(), by=by, reason=reason)
-        self.store.append(thread_id, events, expected_last_seq=meta.last_seq)
+        self._append_decided(
+            thread_id, lambda thread: replies.cancel(thread, at=self.clock(), by=by, reason=reason)
+        )
         self.store.clear_wait(thread_id)
         self.workflow.cancel(thread_id)
         logger.info("thread cancelled", extra={"thread_id": thread_id, "by": by})
@@ -503,6 +509,28 @@ class Runtime:
 
     # --- helpers -----------------------------------------------------------------------------
 
+    def _append_decided(
+        self, thread_id: str, decide: Callable[[Thread], list[Event]]
+    ) -> tuple[Thread, list[Event], int]:
+        """Decide what an input adds from the thread as it stands, and append it at exactly that point.
+
+        A writer that lost the race decides again on the thread as it now is, so a message that
+        arrives while the reducer or another trigger writes is never dropped, and an answer that is
+        no longer wanted becomes NotWaiting instead of landing on a thread that moved on.
+        Returns the thread the events were decided on, the events and their last sequence number.
+        """
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            meta, thread = self.store.load(thread_id)
+            events = decide(thread)
+            try:
+                return thread, events, self.store.append(thread_id, events, expected_last_seq=meta.last_seq)
+            except ConcurrentAppend:
+                if attempt == MAX_APPEND_ATTEMPTS - 1:
+                    raise
+            # Full jitter: writers that collided once should not collide again in lockstep.
+            time.sleep(random.uniform(0, min(MAX_APPEND_BACKOFF_SECONDS, 0.005 * 2**attempt)))
+        raise AssertionError("unreachable")  # the loop returns or raises
+
     def _new_wait(
         self,
         thread_id: str,
@@ -566,6 +594,17 @@ class Runtime:
             self.workflow.start(thread_id, seq)
 
 
+def reason(error: Exception) -> str:
+    """Why an input was refused, for the log: a validation error's places and kinds, never the
+    input itself (it may be large, or hold a task token)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'input'}: {item['type']}"
+            for item in error.errors()
+        )
+    return str(error)
+
+
 def _thread_id_for(launch_key: str | None) -> str:
     if launch_key is None:
         return uuid.uuid4().hex
@@ -598,6 +637,7 @@ __all__ = [
     "Runtime",
     "UnknownCallback",
     "current",
+    "reason",
     "reset",
 ]
 

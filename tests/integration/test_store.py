@@ -11,9 +11,9 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.core.botocore_stubber import BotocoreStubber
 
 from tests.integration.conftest import REGION
+from tests.moto_requests import atomic_requests_fixture  # noqa: F401 - fixture
 from tests.unit.agent_fixtures import (
     AGENT_NAME,
     DeployService,
@@ -108,23 +108,6 @@ def payload_keys(payload_bucket: str) -> Any:
         return [obj["Key"] for obj in s3.list_objects_v2(Bucket=payload_bucket).get("Contents", [])]
 
     return list_keys
-
-
-@pytest.fixture
-def atomic_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB applies each request atomically. In-process moto does not when threads interleave
-    inside one request: its transactions check, write and roll back a copy of the whole table with
-    no lock, so a rollback can undo another thread's committed write. Serialising moto's request
-    handling restores the service's guarantee; the writers still race *between* requests (read
-    last_seq, then write), which is the contention under test."""
-    lock = threading.Lock()
-    process = BotocoreStubber.process_request
-
-    def one_at_a_time(self: BotocoreStubber, request: Any) -> Any:
-        with lock:
-            return process(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", one_at_a_time)
 
 
 class RequestCounter:

@@ -164,20 +164,43 @@ class ContextRenderer:
         return text
 
     def _fit(self, blocks: list[str]) -> str:
-        """Keep the first block (the request) and as many of the latest as the budget allows."""
+        """Keep the first block (the request) and as many of the latest as the budget allows.
+
+        The newest block is never left out whole: one too big for what is left (a large tool
+        result) is cut to fit, or the model would not see what just happened and repeat it."""
         rendered = "\n\n".join(blocks)
         if len(rendered) <= self._budget_chars or len(blocks) < 3:
             return rendered
-        head, tail = blocks[0], []
+        head, tail = blocks[0], list[str]()
         # Room for the marker (at its longest count) and the blank lines around it.
         used = len(head) + len(_elided_marker(len(blocks))) + 2
         for block in reversed(blocks[1:]):
             if used + len(block) + 2 > self._budget_chars:
+                newest_cut = _cut(block, self._budget_chars - used - 2) if not tail else None
+                if newest_cut is not None:
+                    tail.append(newest_cut)
                 break
             tail.append(block)
             used += len(block) + 2
         marker = _elided_marker(len(blocks) - 1 - len(tail))
         return "\n\n".join([head, marker, *reversed(tail)])
+
+
+def _cut(block: str, limit: int) -> str | None:
+    """The block's first lines that fit in `limit` characters, still closed by its tag, with a
+    visible marker where it was cut; None when not even that fits."""
+    opening, *lines, closing = block.split("\n")
+    kept: list[str] = []
+    room = limit - len(opening) - len(closing) - len(_CUT_MARKER) - 3
+    for line in lines:
+        if len(line) + 1 > room:
+            break
+        kept.append(line)
+        room -= len(line) + 1
+    return "\n".join([opening, *kept, _CUT_MARKER, closing]) if room >= 0 else None
+
+
+_CUT_MARKER = "… [cut here to fit the context budget]"
 
 
 def _elided_marker(count: int) -> str:

@@ -70,7 +70,9 @@ def proxy_event(
     url = urlsplit(raw_path)
     query = parse_qs(url.query, keep_blank_values=True)
     content_type = headers.get("Content-Type") or headers.get("content-type") or ""
-    is_text = not body or content_type.startswith(_TEXT_TYPES)
+    # A "text" body that is not UTF-8 reaches the function base64-encoded, bytes intact, rather than
+    # failing here: the function must cope with it, not the emulator.
+    is_text = not body or (content_type.startswith(_TEXT_TYPES) and _is_utf8(body))
     return {
         "resource": route.resource,
         "path": url.path,
@@ -96,6 +98,14 @@ def proxy_event(
         "body": (body.decode() if is_text else base64.b64encode(body).decode()) if body else None,
         "isBase64Encoded": bool(body) and not is_text,
     }
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class LocalGateway:

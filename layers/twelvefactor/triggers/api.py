@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
@@ -34,7 +36,7 @@ from ..adapters.ports import ConcurrentAppend, StorageError, ThreadMeta, Workflo
 from ..adapters.webhook import SignatureRejected, UnknownCallback
 from ..core import state
 from ..core.channels import ChannelRef, NoReplyRef, WebhookRef
-from ..core.errors import NotWaiting, ThreadNotFound, UnknownAgent
+from ..core.errors import NotWaiting, ThreadNotFound, TwelvefactorError, UnknownAgent
 from ..core.events import IntentName, Thread, ThreadId, dump_event
 from ..core.replies import ApprovalReply, TextReply
 
@@ -106,6 +108,38 @@ class EventsPage(BaseModel):
     events: list[dict[str, Any]]  # each event with its "seq"; ask again with ?after=<last seq>
 
 
+class Unauthenticated(TwelvefactorError):
+    """A request without an IAM caller: it did not come through API Gateway's IAM authorizer (401)."""
+
+
+# Routes whose callers prove who they are with an HMAC signature instead of SigV4 (template.yaml
+# opts them out of the IAM authorizer); every other route must carry the caller API Gateway verified.
+SIGNED_RESOURCES = frozenset({"/callbacks/{callback_id}"})
+
+
+def unauthenticated(event: Mapping[str, Any], logger: Logger) -> dict[str, Any] | None:
+    """The 401 for a request on an IAM route without an IAM caller, or None when it may go on.
+
+    Checked before routing and validation, so an unauthenticated caller learns nothing about the
+    API's shapes, and a deployment whose authorizer is missing fails closed rather than open."""
+    if event.get("resource") in SIGNED_RESOURCES:
+        return None
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    caller = identity.get("userArn") if isinstance(identity, Mapping) else None
+    if isinstance(caller, str) and caller:
+        return None
+    reason = "no IAM caller identity: the request did not pass API Gateway's IAM authorizer"
+    logger.warning(
+        "request rejected", extra={"status": 401, "error": Unauthenticated.__name__, "reason": reason}
+    )
+    return {
+        "statusCode": int(HTTPStatus.UNAUTHORIZED),
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps({"error": Unauthenticated.__name__, "message": reason}),
+        "isBase64Encoded": False,
+    }
+
+
 def request_fingerprint(body: str | None) -> str:
     """Ties an Idempotency-Key to its body: the same key with another body is an error, not a replay."""
     return hashlib.sha256((body or "").encode()).hexdigest()
@@ -120,6 +154,7 @@ def json_response(status: HTTPStatus, body: BaseModel | dict[str, Any]) -> Respo
 ERROR_STATUS: dict[type[Exception], HTTPStatus] = {
     UnknownAgent: HTTPStatus.BAD_REQUEST,
     json.JSONDecodeError: HTTPStatus.BAD_REQUEST,
+    UnicodeDecodeError: HTTPStatus.BAD_REQUEST,  # a body that is not UTF-8 text
     SignatureRejected: HTTPStatus.UNAUTHORIZED,
     ThreadNotFound: HTTPStatus.NOT_FOUND,
     UnknownCallback: HTTPStatus.NOT_FOUND,
@@ -131,6 +166,37 @@ ERROR_STATUS: dict[type[Exception], HTTPStatus] = {
     WorkflowError: HTTPStatus.BAD_GATEWAY,
     StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
 }
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every refusal's body: the error's name, and why (a message, or the fields that failed)."""
+
+    error: str
+    message: str | None = None
+    detail: list[FieldProblem] | None = None
+
+
+def documented(status: HTTPStatus, model: Any) -> dict[int, OpenAPIResponse]:
+    """A route's responses for its OpenAPI document: its success, and every refusal it may answer
+    with (the statuses of ERROR_STATUS, 401 and 422), so the document lists what callers really get."""
+    refusals = sorted({*ERROR_STATUS.values(), HTTPStatus.UNAUTHORIZED, HTTPStatus.UNPROCESSABLE_ENTITY})
+    responses: dict[int, OpenAPIResponse] = {
+        int(refusal): {
+            "description": refusal.phrase,
+            "content": {content_types.APPLICATION_JSON: {"model": ErrorBody}},
+        }
+        for refusal in refusals
+    }
+    responses[int(status)] = {
+        "description": status.phrase,
+        "content": {content_types.APPLICATION_JSON: {"model": model}},
+    }
+    return responses
 
 
 def status_for(error: Exception) -> HTTPStatus:

@@ -27,6 +27,9 @@ MAX_TEXT_CHARS = 20_000
 MAX_RAW_BYTES = 10 * 1024 * 1024
 # A References chain longer than this is not a conversation we started; we look no further back.
 MAX_THREAD_CANDIDATES = 20
+# RFC 5322's line limit. A header value is kept with the thread (its reply channel), so its size is
+# bounded here: a huge Subject or References header must not push an item past DynamoDB's 400 KB.
+MAX_HEADER_CHARS = 998
 S3_PREFIX = "inbound/"
 
 
@@ -134,7 +137,7 @@ def check_sender(address: str, allowlist: frozenset[str]) -> None:
 
 # --- the message itself ------------------------------------------------------------------------
 
-_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_MESSAGE_ID = re.compile(rf"<[^<>\s]{{1,{MAX_HEADER_CHARS - 2}}}>")
 
 
 @dataclass(frozen=True)
@@ -163,10 +166,11 @@ def parse_mime(raw: bytes) -> InboundEmail:
     auto = str(message.get("Auto-Submitted", "no")).strip().lower()
     return InboundEmail(
         sender=sender_address([str(value) for value in message.get_all("From", [])]),
-        subject=str(message.get("Subject", "")).strip(),
+        subject=str(message.get("Subject", "")).strip()[:MAX_HEADER_CHARS],
         message_id=message_id[0],
-        in_reply_to=_message_ids(message.get("In-Reply-To")),
-        references=_message_ids(message.get("References")),
+        in_reply_to=_message_ids(message.get("In-Reply-To"))[:MAX_THREAD_CANDIDATES],
+        # The newest end of the chain: what thread_candidates reads and what a reply needs to thread.
+        references=_message_ids(message.get("References"))[-MAX_THREAD_CANDIDATES:],
         text=clean_text(_body_text(message)),
         # RFC 3834: replies from robots (vacation notices, bounces) must not start a conversation.
         auto_submitted=auto != "no",

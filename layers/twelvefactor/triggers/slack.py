@@ -194,6 +194,9 @@ def _parse_event_callback(body: dict[str, Any]) -> SlackInbound:
     event_id, team_id = body.get("event_id"), body.get("team_id")
     if not isinstance(event, dict) or not isinstance(event_id, str) or not isinstance(team_id, str):
         raise InvalidRequest("event_callback without event, event_id or team_id")
+    if not event_id.strip():
+        # The delivery id is what makes a retried delivery a no-op: without one it can't be handled once.
+        raise InvalidRequest("event_callback with an empty event_id")
     bot_user_ids = {
         auth["user_id"]
         for auth in body.get("authorizations") or []

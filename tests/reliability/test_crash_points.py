@@ -1,0 +1,177 @@
+"""Crash points: the reducer dies between two steps of a move, and Step Functions runs it again.
+
+The crash is an exception injected into the reducer's store at the moment named: the model has
+answered (or the tool has run) and the write that records it is about to happen. The reducer runs
+inside moto's execution of the real state machine, so the retry is the ASL's own; the deployment
+is done by the fake deployment service, which honours the executor's Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.stack import Stack, api_event, intent
+from tests.reliability.conftest import Cases
+from tests.reliability.support import deploys
+from twelvefactor import runtime
+from twelvefactor.adapters.ports import ThreadMeta
+from twelvefactor.core.events import Event, ToolCall, ToolCallData, ToolResult, UserMessage, UserMessageData
+from twelvefactor.core.state import ThreadStatus
+from twelvefactor.local.scripted import ScriptedModel
+
+pytestmark = [pytest.mark.scenario("Crash points"), pytest.mark.integration]
+
+DEPLOY_STAGING = intent("deploy_backend", tag="v1.2.3", environment="staging")
+DONE = intent("done_for_now", message="Deployed v1.2.3 to staging.")
+AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class ReducerKilled(RuntimeError):
+    """Stands in for the Lambda being killed (timeout, out of memory) at the worst moment."""
+
+
+class CrashingStore:
+    """The real store, except that the first append matching `when` dies before it is written."""
+
+    def __init__(self, store: Any, when: Callable[[list[Event]], bool]) -> None:
+        self._store = store
+        self._when = when
+        self.crashes = 0
+
+    def append(self, thread_id: str, events: list[Event], **kwargs: Any) -> int:
+        if not self.crashes and self._when(events):
+            self.crashes += 1
+            raise ReducerKilled("the reducer was killed before its write")
+        result: int = self._store.append(thread_id, events, **kwargs)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _run_with_crash(
+    stack: Stack, model: ScriptedModel, when: Callable[[list[Event]], bool]
+) -> tuple[str, CrashingStore]:
+    stack.model = model
+    real_store = runtime.reset(llm=model).store
+    crashing = CrashingStore(real_store, when)
+    runtime.reset(llm=model, store=crashing)
+    launched = stack.api(
+        api_event("api-launch", body={"agent": "deploybot", "message": "Deploy the backend to staging"})
+    )
+    assert launched.status == 202, launched.body
+    return str(launched.body["thread_id"]), crashing
+
+
+def _assert_consistent(stack: Stack, thread_id: str) -> tuple[Event, ...]:
+    events = stack.events(thread_id)
+    calls = [event for event in events if isinstance(event, ToolCall)]
+    results = [event for event in events if isinstance(event, ToolResult)]
+    # One call, one result for it, and the result directly after the call
+    assert [call.data.call_id for call in calls] == [result.data.call_id for result in results]
+    for call in calls:
+        assert isinstance(events[events.index(call) + 1], ToolResult)
+    assert len({event.id for event in events}) == len(events)
+    return events
+
+
+@pytest.mark.fixes(
+    "A reducer that failed (crashed, timed out, lost a race) was never retried: the state machine "
+    "escalated at once, and a tool call that had run but was not recorded was left dangling. The "
+    "Reduce state now retries States.TaskFailed twice before its Catch."
+)
+def test_a_crash_after_the_model_answered_loses_nothing_on_retry(stack: Stack, cases: Cases) -> None:
+    """The reducer dies after the model answered and before the answer was written: Step Functions
+    retries it, the model is asked again, the thread holds the one decision and runs to done."""
+    # Given a model that decides to deploy to staging (twice: the first answer dies with the reducer)
+    model = ScriptedModel([DEPLOY_STAGING, DEPLOY_STAGING, DONE])
+
+    # When the reducer is killed just before writing the model's first decision
+    thread_id, crashing = _run_with_crash(
+        stack, model, lambda events: any(isinstance(event, ToolCall) for event in events)
+    )
+    finished = stack.wait_for(thread_id, ThreadStatus.DONE)
+    cases.add()
+
+    # Then the crash happened, the retry asked the model again and the thread is whole
+    assert crashing.crashes == 1
+    assert model.remaining == 0 and len(model.calls) == 3
+    events = _assert_consistent(stack, thread_id)
+    assert [event.type for event in events] == ["user_message", "tool_call", "tool_result", "done"]
+    assert finished.events == events
+    # And the deploy ran once, in one execution (the retry was Step Functions', not a new launch)
+    assert [(d["tag"], d["environment"]) for d in deploys(stack.deploy_service_url)] == [
+        ("v1.2.3", "staging")
+    ]
+    assert [execution["status"] for execution in stack.executions()] == ["SUCCEEDED"]
+
+
+def test_a_crash_after_the_tool_ran_does_not_run_it_twice(stack: Stack, cases: Cases) -> None:
+    """The reducer dies after the deploy ran and before its result was written: on Step Functions'
+    retry the call runs again with the same idempotency key, the fake deployment service replays
+    its answer, and one deploy exists, recorded once in the thread."""
+    # Given a model that deploys to staging, then finishes
+    model = ScriptedModel([DEPLOY_STAGING, DONE])
+
+    # When the reducer is killed after the deploy, just before writing its result
+    thread_id, crashing = _run_with_crash(
+        stack, model, lambda events: any(isinstance(event, ToolResult) for event in events)
+    )
+    stack.wait_for(thread_id, ThreadStatus.DONE)
+    cases.add()
+
+    # Then the tool ran twice with one key, the service deployed once, and the thread says so once
+    assert crashing.crashes == 1
+    done_deploys = deploys(stack.deploy_service_url)
+    assert [(d["deployment_id"], d["tag"]) for d in done_deploys] == [("dep-0001", "v1.2.3")]
+    events = _assert_consistent(stack, thread_id)
+    [result] = [event for event in events if isinstance(event, ToolResult)]
+    assert result.data.result["deployment_id"] == "dep-0001"
+    assert [event.type for event in events] == ["user_message", "tool_call", "tool_result", "done"]
+    assert [execution["status"] for execution in stack.executions()] == ["SUCCEEDED"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A reducer that keeps failing after its tool ran (beyond Step Functions' retries) is escalated "
+        "with the call left without a result; once a person answers, the model is asked again and a "
+        "repeated call gets a new call id, hence a new idempotency key, so the tool can run twice. "
+        "The pending call should be settled (re-run under its own key) before the model is asked."
+    ),
+)
+def test_a_call_left_without_result_by_an_escalated_failure_does_not_run_twice(
+    stack: Stack, cases: Cases
+) -> None:
+    """The reducer died after a deploy, every retry died too, and the failure was escalated; a person
+    answers the escalation: the deploy must still have run exactly once."""
+    # Given a thread whose staging deploy ran under its key, but whose result was never written
+    arguments = {"tag": "v1.2.3", "environment": "staging"}
+    opening = UserMessage(at=AT, data=UserMessageData(text="Deploy the backend to staging"))
+    call = ToolCall(at=AT, data=ToolCallData(call_id="call-1", intent="deploy_backend", arguments=arguments))
+    stack.script(DEPLOY_STAGING, DONE)
+    stack.store.create(ThreadMeta(thread_id="crashed", agent="deploybot", created_at=AT), [opening, call])
+    httpx.post(
+        f"{stack.deploy_service_url}/deploys",
+        json={"service": "backend", **arguments},
+        headers={"Idempotency-Key": "crashed:call-1"},  # what the executor sent before the reducer died
+    ).raise_for_status()
+    # And the state machine gave up on the reducer and recorded the failure
+    failure = {
+        "thread_id": "crashed",
+        "error": {"Error": "ReducerKilled", "Cause": "killed after the deploy"},
+    }
+    assert stack.invoke("ReducerFunction", failure)["status"] == "waiting"
+
+    # When a person answers the escalation and the thread runs on, with a model that deploys again
+    assert stack.api(api_event("api-respond-text", thread_id="crashed")).status == 202
+    stack.wait_for("crashed", ThreadStatus.DONE)
+    cases.add()
+
+    # Then the deploy ran once
+    assert len(deploys(stack.deploy_service_url)) == 1
