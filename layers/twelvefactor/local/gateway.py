@@ -14,17 +14,17 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .lambda_bridge import LambdaContext
+from .loopback import LoopbackServer
 
 Handler = Callable[[dict[str, Any], Any], Any]
 _TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded", "application/xml")
@@ -113,14 +113,11 @@ class LocalGateway:
 
     def __init__(self, routes: Sequence[Route], *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.routes = list(routes)
-        self._server = ThreadingHTTPServer((host, port), self._request_handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)
+        self._http = LoopbackServer(self._request_handler(), name="local-gateway", host=host, port=port)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.url
 
     def dispatch(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
@@ -166,13 +163,11 @@ class LocalGateway:
         return RequestHandler
 
     def __enter__(self) -> LocalGateway:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()
 
 
 def _http_response(result: Any) -> tuple[int, dict[str, str], bytes]:

@@ -13,9 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
+
+from .loopback import LoopbackServer
 
 KNOWN_METHODS = ("chat.postMessage", "chat.update", "chat.postEphemeral", "auth.test")
 
@@ -36,15 +38,14 @@ class SlackStandIn:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((self.host, self.port), self._request_handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="slack-standin", daemon=True)
+        self._http = LoopbackServer(
+            self._request_handler(), name="slack-standin", host=self.host, port=self.port
+        )
 
     @property
     def base_url(self) -> str:
         """What to give `WebClient(base_url=...)` (note the trailing slash, as Slack's own)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/api/"
+        return f"{self._http.url}/api/"
 
     def messages(self, channel: str | None = None) -> list[SlackCall]:
         with self._lock:
@@ -98,10 +99,8 @@ class SlackStandIn:
         return RequestHandler
 
     def __enter__(self) -> SlackStandIn:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()
