@@ -27,6 +27,7 @@ from twelvefactor.core.events import (
     Approval,
     ApprovalRequested,
     Cancelled,
+    DecisionEvent,
     Done,
     Error,
     Escalation,
@@ -134,7 +135,7 @@ def format_arguments(arguments: dict[str, Any]) -> str:
 
 def describe(event: Event) -> str:
     """One line saying what happened, for a person watching the thread."""
-    usage = event.usage if isinstance(event, ToolCall | HumanRequest | Error | Done) else None
+    usage = event.usage if isinstance(event, DecisionEvent) else None
     tokens = f"  ({usage.total_tokens} tokens)" if usage is not None else ""
     match event:
         case UserMessage(data=data):

@@ -221,6 +221,9 @@ EventType = Literal[
     "cancelled",
 ]
 
+# The events that record one answer of the model, and so may carry its token usage.
+DecisionEvent = ToolCall | HumanRequest | Error | Done
+
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 

@@ -13,6 +13,7 @@ from .events import (
     Approval,
     ApprovalRequested,
     Cancelled,
+    DecisionEvent,
     Done,
     Error,
     Escalation,
@@ -152,5 +153,5 @@ def total_tokens(events: Sequence[Event]) -> int:
     return sum(
         event.usage.total_tokens
         for event in events
-        if isinstance(event, ToolCall | HumanRequest | Done | Error) and event.usage is not None
+        if isinstance(event, DecisionEvent) and event.usage is not None
     )
