@@ -118,7 +118,11 @@ def test_an_answer_whose_task_token_is_refused_starts_a_new_execution(stack: Sta
     # Then it is taken, and a second execution starting at the answer finishes the thread
     assert approved.status == 202
     finished = stack.wait_for(thread_id, ThreadStatus.DONE)
-    names = {execution["name"]: execution["status"] for execution in stack.executions()}
+    # (The thread is done once the reducer stored its last move; the execution ends just after.)
+    names = poll_until(
+        lambda: {execution["name"]: execution["status"] for execution in stack.executions()},
+        lambda names: names.get(f"{thread_id}-{answer_seq}") != "RUNNING",
+    )
     assert names[f"{thread_id}-{answer_seq}"] == "SUCCEEDED"
     assert len([event for event in finished.events if isinstance(event, Approval)]) == 1
     assert len([event for event in finished.events if isinstance(event, ToolResult)]) == 1
