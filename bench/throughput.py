@@ -23,6 +23,7 @@ from bench.scenario import EVENTS_PER_TURN, STEPS_PER_TURN, TURN_TEXT
 EXPECTED_TYPES = ["user_message", "tool_call", "tool_result", "tool_call", "tool_result", "done"]
 DEADLINE_SECONDS = 900
 POLL_SECONDS = 0.25
+LAUNCH_ATTEMPTS = 5
 
 
 def measure(h: Harness) -> Figure:
@@ -94,11 +95,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
             def launch(index: int) -> tuple[str, float]:
                 started = time.perf_counter()
-                response = api.post(
-                    "/threads",
-                    json={"agent": "deploybot", "message": TURN_TEXT},
-                    headers={"Idempotency-Key": f"bench-{index}"},
-                )
+                # A 409 means "in progress, retry with the same key" (Powertools idempotency; under
+                # this load moto's DynamoDB also races). Retrying the same key is what a client
+                # does; the exactly-once check below still counts every event.
+                for attempt in range(LAUNCH_ATTEMPTS):
+                    response = api.post(
+                        "/threads",
+                        json={"agent": "deploybot", "message": TURN_TEXT},
+                        headers={"Idempotency-Key": f"bench-{index}"},
+                    )
+                    if response.status_code != 409 or attempt == LAUNCH_ATTEMPTS - 1:
+                        break
+                    time.sleep(0.2 * (attempt + 1))
                 response.raise_for_status()
                 return str(response.json()["thread_id"]), time.perf_counter() - started
 
