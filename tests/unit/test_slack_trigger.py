@@ -317,3 +317,14 @@ def test_bodies_slack_never_sends_are_bad_requests(body: str, content_type: str)
 def test_allowed_responders_are_a_comma_separated_list() -> None:
     assert slack.parse_allowed(" U1, U2 ,,") == frozenset({"U1", "U2"})
     assert slack.parse_allowed("") == frozenset()
+
+
+def test_an_id_longer_than_slack_makes_is_a_bad_request_before_it_becomes_a_key() -> None:
+    # Given a mention whose channel id is far longer than any Slack id (found by the hostile fuzz
+    # suite: it became a DynamoDB key over the 2,048-byte limit and the handler answered 5xx)
+    event = load("slack-app-mention.json")
+    body = json.loads(event["body"])
+    body["event"]["channel"] = "C" * 3_000
+    # When it is parsed, Then it is refused as a bad request
+    with pytest.raises(slack.InvalidRequest, match="longer than"):
+        slack.parse(slack.request_from_proxy_event({**event, "body": json.dumps(body)}))

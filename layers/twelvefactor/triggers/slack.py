@@ -189,6 +189,16 @@ def parse(request: SlackRequest) -> SlackInbound:
     return Ignored(f"unhandled request type {kind!r}")
 
 
+# Slack's ids and timestamps are a few dozen characters at most; they become DynamoDB keys, which
+# DynamoDB caps at 2,048 bytes, so a longer one is a forged request, refused before any write.
+MAX_SLACK_ID_CHARS = 64
+
+
+def _check_id_lengths(*ids: str) -> None:
+    if any(len(value) > MAX_SLACK_ID_CHARS for value in ids):
+        raise InvalidRequest(f"a Slack id or timestamp longer than {MAX_SLACK_ID_CHARS} characters")
+
+
 def _parse_event_callback(body: dict[str, Any]) -> SlackInbound:
     event = body.get("event")
     event_id, team_id = body.get("event_id"), body.get("team_id")
@@ -211,6 +221,7 @@ def _parse_event_callback(body: dict[str, Any]) -> SlackInbound:
         return Ignored("our own message")
     text = str(event.get("text") or "")
     ts, thread_ts = event["ts"], event.get("thread_ts")
+    _check_id_lengths(team_id, channel, user, ts, thread_ts if isinstance(thread_ts, str) else "")
     in_thread = isinstance(thread_ts, str) and thread_ts != ts
     may_launch = True
     if kind == "app_mention":
@@ -294,6 +305,7 @@ def _button_click(payload: dict[str, Any]) -> SlackInbound:
     channel_id = str((payload.get("channel") or {}).get("id") or container["channel_id"])
     message = payload.get("message") or {}
     message_ts = str(container.get("message_ts") or message["ts"])
+    _check_id_lengths(team_id, user_id, channel_id, message_ts, str(action["action_ts"]))
     return ButtonClick(
         # Interactivity has no event_id; one click is one (user, action_ts) pair.
         delivery_id=f"action:{team_id}:{user_id}:{action['action_ts']}",
