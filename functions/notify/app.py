@@ -19,12 +19,14 @@ from twelvefactor.adapters.ports import WorkflowError
 from twelvefactor.core.errors import ThreadNotFound
 from twelvefactor.core.events import ThreadId
 from twelvefactor.runtime import reason
-from twelvefactor.settings import StoreSettings, WaitSettings
+from twelvefactor.settings import StoreSettings, WaitSettings, WorkflowSettings
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace="Twelvefactor")
-runtime.current().require(StoreSettings, WaitSettings)
+# WorkflowSettings: an answer that beat the saved wait is handed back on this task's token, and if
+# that token is refused a new execution carries the thread on.
+runtime.current().require(StoreSettings, WaitSettings, WorkflowSettings)
 
 
 class NotifyRequest(BaseModel):

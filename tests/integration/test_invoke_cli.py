@@ -49,7 +49,9 @@ def endpoint(template: Template) -> Iterator[str]:
             template, {"ReducerFunctionArn": functions["R"], "NotifyFunctionArn": functions["N"]}
         )
         session.client("stepfunctions", endpoint_url=url).create_state_machine(
-            name="AgentStateMachine", definition=definition, roleArn="arn:aws:iam::123456789012:role/sfn"
+            name="twelvefactor-local-agent",
+            definition=definition,
+            roleArn="arn:aws:iam::123456789012:role/sfn",
         )
         yield url
     finally:
@@ -91,7 +93,7 @@ def test_the_template_environment_reaches_the_handler(template: Template) -> Non
     # the current environment wins, and an unset optional secret is left out
     assert environment["THREADS_TABLE"] == "ThreadsTable"
     assert environment["PAYLOAD_BUCKET"] == "payloadbucket"
-    assert environment["STATE_MACHINE_ARN"].endswith(":stateMachine:AgentStateMachine")
+    assert environment["STATE_MACHINE_ARN"].endswith(":stateMachine:twelvefactor-local-agent")
     assert environment["IDEMPOTENCY_TABLE"] == "mine"
     assert "WEBHOOK_SECRET_ARN" not in environment
 

@@ -33,6 +33,8 @@ from twelvefactor.local.template import (
     api_routes,
     function_environment,
     load_template,
+    resource,
+    resource_name,
     state_machine_definition,
     table_definition,
 )
@@ -370,6 +372,28 @@ def test_function_environment_merges_globals_and_resolves_references(template: T
     assert "SLACK_BOT_TOKEN_ARN" not in environment
 
 
+def test_notify_is_given_the_arn_of_the_state_machine_the_template_names(template: Template) -> None:
+    # Given a stack's name, and the names CloudFormation's pseudo parameters resolve to
+    pseudo = {
+        "AWS::StackName": "agents-dev",
+        "AWS::Region": "eu-west-1",
+        "AWS::AccountId": "123456789012",
+        "AWS::Partition": "aws",
+    }
+    # When Notify's environment and the state machine's name are resolved for that stack
+    resources = {"ThreadsTable": "threads", "PayloadBucket": "payloads"}
+    environment = function_environment(template, "NotifyFunction", {**pseudo, **resources})
+    machine = resource_name(template, "AgentStateMachine", pseudo)
+    # Then Notify can start an execution of that very machine (when a task token it hands back is
+    # refused), which its policy allows, without a !Ref that would be a dependency cycle
+    arn = f"arn:aws:states:eu-west-1:123456789012:stateMachine:{machine}"
+    assert machine == "agents-dev-agent"
+    assert environment["STATE_MACHINE_ARN"] == arn
+    statements = resource(template, "NotifyFunction")["Properties"]["Policies"][-1]["Statement"]
+    [resume] = [s for s in statements if isinstance(s, dict) and s.get("Sid") == "ResumeWhenAlreadyAnswered"]
+    assert "states:StartExecution" in resume["Action"]
+
+
 def test_every_function_variable_is_a_setting_the_code_reads(template: Template) -> None:
     # Given the environment variable names twelvefactor.settings declares
     from pydantic_settings import BaseSettings
@@ -387,7 +411,7 @@ def test_every_function_variable_is_a_setting_the_code_reads(template: Template)
     values = {
         name: f"value-of-{name}"
         for name in ("ThreadsTable", "PayloadBucket", "IdempotencyTable", "AgentStateMachine")
-    }
+    } | {pseudo: "x" for pseudo in ("AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::StackName")}
     names = {name for logical_id in FUNCTIONS for name in function_environment(template, logical_id, values)}
     # Then each variable (besides Powertools' own) is one the code reads: no typo silently ignored
     assert names - {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"} <= declared

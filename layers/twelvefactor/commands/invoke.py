@@ -32,6 +32,7 @@ from twelvefactor.local.template import (
     function_environment,
     load_template,
     resource,
+    resource_name,
 )
 
 EXIT_HANDLER_ERROR = 1
@@ -197,15 +198,17 @@ def _local_resource_values(template: Template, current: Mapping[str, str]) -> di
     }
     for logical_id, spec in template.get("Resources", {}).items():
         kind = spec.get("Type", "")
+        # A name the template fixes (the state machine's, which Notify names) is kept as it is.
+        name = resource_name(template, logical_id, values) or logical_id
         arn = "arn:aws:" + arn_kinds.get(kind, "{name}").format(
-            region=region, account=LOCAL_ACCOUNT_ID, name=logical_id
+            region=region, account=LOCAL_ACCOUNT_ID, name=name
         )
         # A state machine's Ref is its ARN; a bucket's name must be lowercase; the rest go by name.
-        values[logical_id] = arn if "StateMachine" in kind else logical_id
+        values[logical_id] = arn if "StateMachine" in kind else name
         if kind == "AWS::S3::Bucket":
-            values[logical_id] = logical_id.lower()
+            values[logical_id] = name.lower()
         values[f"{logical_id}.Arn"] = arn
-        values[f"{logical_id}.Name"] = logical_id
+        values[f"{logical_id}.Name"] = name
     return values
 
 

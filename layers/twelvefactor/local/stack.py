@@ -51,6 +51,7 @@ from .template import (
     api_routes,
     function_environment,
     load_template,
+    resource_name,
     state_machine_definition,
     table_definition,
     ttl_attribute,
@@ -192,7 +193,18 @@ class LocalStack:
     # --- names the template's resources get -------------------------------------------------------
 
     def physical_name(self, logical_id: str) -> str:
-        return f"{self.name}-{logical_id}"
+        """The template's own `Name` for a resource where it gives one, else `<stack>-<logical id>`."""
+        named = resource_name(self.template, logical_id, self._pseudo_parameters())
+        return named if named is not None else f"{self.name}-{logical_id}"
+
+    def _pseudo_parameters(self) -> dict[str, str]:
+        return {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::StackName": self.name,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
 
     @property
     def bucket_name(self) -> str:
@@ -352,11 +364,7 @@ class LocalStack:
     def _resource_values(self) -> dict[str, str]:
         """What !Ref and !GetAtt resolve to here, keyed as `function_environment` expects."""
         values = {
-            "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT_ID,
-            "AWS::Partition": "aws",
-            "AWS::StackName": self.name,
-            "AWS::URLSuffix": "amazonaws.com",
+            **self._pseudo_parameters(),
             "ThreadsTable": self.physical_name("ThreadsTable"),
             "IdempotencyTable": self.physical_name("IdempotencyTable"),
             "PayloadBucket": self.bucket_name,

@@ -170,6 +170,21 @@ def state_machine_definition(
     return _PLACEHOLDER.sub(replace, definition)
 
 
+def resource_name(
+    template: Mapping[str, Any], logical_id: str, parameters: Mapping[str, str] | None = None
+) -> str | None:
+    """The name a resource's `Name` property gives it, resolved; None when CloudFormation picks one.
+
+    The state machine has a fixed name so that NotifyFunction can name it without a cycle; a local
+    stack must create it under that same name for Notify's STATE_MACHINE_ARN to point at it.
+    """
+    spec = template.get("Resources", {}).get(logical_id, {})
+    name = spec.get("Properties", {}).get("Name")
+    if name is None:
+        return None
+    return _scalar_text(_resolve(template, name, parameter_values(template, parameters)))
+
+
 def api_routes(template: Mapping[str, Any]) -> list[ApiRoute]:
     """Every (method, path, function) an API Gateway event of the template routes."""
     routes = []
