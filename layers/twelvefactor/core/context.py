@@ -1,11 +1,14 @@
-"""Own your context window (factor 3): a thread rendered as compact tagged blocks.
+"""Own your context window (factor 3): a thread rendered as dense tagged blocks.
 
-Each event becomes ``<tag>`` + a YAML-ish body + ``</tag>``, the tag named after the event type or,
-for tool traffic, after the intent (``<list_git_tags>``, ``<list_git_tags_result>``). Every value
-is text from outside the code (users, emails, tool output, the model itself), so every value is
+Each event becomes a block tagged after the event type or, for tool traffic, after the intent
+(``<list_git_tags>``, ``<list_git_tags_result>``): one text between the tags, or a YAML-ish body
+one field a line, records that share their fields as a table, and nothing the model cannot use
+(empty fields, a call's repeated intent, a result's echo of its call's arguments). Every value is
+text from outside the code (users, emails, tool output, the model itself), so every value is
 escaped: ``<``, ``>`` and ``&`` become entities and no value can open or close a tag. Long values
-are cut with a visible marker, secrets are redacted, and the whole rendering is kept within the
-agent's budget by eliding the oldest middle events.
+are cut with a visible marker and secrets are redacted. Then the agent's `ContextPolicy` decides
+what the model still needs (a result superseded by a later one of the same call becomes a marker),
+and the whole rendering is kept within the agent's budget by eliding the oldest middle events.
 """
 
 from __future__ import annotations
