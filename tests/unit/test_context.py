@@ -481,6 +481,13 @@ def test_with_the_policy_off_every_result_is_shown_whole() -> None:
     assert rendered == "\n\n".join(block for event in events if (block := policy_off_block(event, events)))
 
 
+def test_a_result_the_agent_hides_leaves_no_marker_either() -> None:
+    renderer = ContextRenderer(renderers={"list_git_tags_result": lambda event: None})
+    rendered = renderer.render(two_turns_of_listing_and_deploying())
+    assert "list_git_tags_result" not in rendered
+    assert rendered.count("<list_git_tags/>") == 2
+
+
 def policy_off_block(event: Event, events: list[Event]) -> str | None:
     arguments = {e.data.call_id: e.data.arguments for e in events if isinstance(e, ToolCall)}
     return ContextRenderer().render_event(event, arguments)

@@ -162,17 +162,23 @@ class ContextRenderer:
         blocks: list[str] = []
         for index, event in enumerate(events):
             if index in superseded:
-                blocks.append(_superseded_marker(default_body(event)[0]))
+                tag = default_body(event)[0]
+                override = self._override(event, tag)
+                if override is None or override(event) is not None:  # an agent may hide it altogether
+                    blocks.append(_superseded_marker(tag))
             elif (block := self.render_event(event, arguments)) is not None:
                 blocks.append(block)
         return self._fit(blocks)
+
+    def _override(self, event: Event, tag: str) -> BodyRenderer | None:
+        return self._renderers.get(tag) or self._renderers.get(event.type)
 
     def render_event(
         self, event: Event, arguments: Mapping[str, Mapping[str, Any]] | None = None
     ) -> str | None:
         """One event's block. `arguments` (by call id) lets a result leave out what its call said."""
         tag, body = default_body(event)
-        override = self._renderers.get(tag) or self._renderers.get(event.type)
+        override = self._override(event, tag)
         if override is not None:
             body = override(event)
         elif isinstance(event, ToolResult) and isinstance(body, Mapping) and arguments:
