@@ -218,7 +218,7 @@ def test_a_5000_event_thread_steps_within_every_limit(
     _assert_within_limits(stack, [threads_table, idempotency_table])
     # And the model saw the opening request, the marker and the newest messages, within budget
     seen = _assert_context_bounded(stack, 0, thread.events[:5_000])
-    assert seen.startswith("<user_message>\ntext: Deploy the backend, please.")
+    assert seen.startswith("<user_message>Deploy the backend, please.</user_message>")
     assert "earlier events left out to fit the context budget</elided>" in seen
     assert "Message 4999: is it deployed yet?" in seen
 

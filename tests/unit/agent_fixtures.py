@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from twelvefactor.core import replies
 from twelvefactor.core.agent import Agent, Prefetch
-from twelvefactor.core.context import BodyRenderer
+from twelvefactor.core.context import BodyRenderer, ContextPolicy
 from twelvefactor.core.events import Event, Thread
 from twelvefactor.core.ports import Ports
 from twelvefactor.core.prompts import JinjaPrompts
@@ -107,6 +107,7 @@ def build_agent(
     max_consecutive_errors: int = 3,
     prefetch: Prefetch | None = None,
     renderers: dict[str, BodyRenderer] | None = None,
+    context_policy: ContextPolicy | None = None,
     context_budget_chars: int = 24_000,
     max_value_chars: int = 2_000,
     migration_needs_approval: bool = False,
@@ -125,6 +126,7 @@ def build_agent(
         max_consecutive_errors=max_consecutive_errors,
         prefetch=prefetch,
         renderers=renderers or {},
+        context_policy=context_policy or ContextPolicy(),
         context_budget_chars=context_budget_chars,
         max_value_chars=max_value_chars,
     )

@@ -126,11 +126,13 @@ def scripted_deploybot(request: dict[str, Any]) -> Answer:
     """deploybot's happy path, decided from the thread the model is shown (as a model would)."""
     thread = str(request["messages"][-1]["content"])
     if "<deploy_backend_result>" in thread:
-        deployed = _first(r"<deploy_backend_result>.*?tag: (\S+)", thread) or "the requested tag"
+        # The result leaves out what its call said: the tag is in the call's block.
+        deployed = _first(r"<deploy_backend>\ntag: (\S+)", thread) or "the requested tag"
         return _intent({"intent": "done_for_now", "message": f"Deployed backend {deployed} to production."})
     if re.search(r"<approval>\s*approved: false", thread):
         return _intent({"intent": "done_for_now", "message": "Understood: I did not deploy anything."})
-    tag = _first(r"<list_git_tags_result>.*?name: (\S+)", thread)
+    # The tags are a table (a header of column names, a row per tag): the first cell of the first row.
+    tag = _first(r"<list_git_tags_result>\ntags: name [^\n]*\n\s*([^\s|]+)", thread)
     if tag is not None:
         return _intent({"intent": "deploy_backend", "tag": tag, "environment": "production"})
     return _intent({"intent": "list_git_tags"})

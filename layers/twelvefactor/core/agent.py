@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .context import BodyRenderer, ContextRenderer
+from .context import BodyRenderer, ContextPolicy, ContextRenderer
 from .errors import UnknownAgent
 from .events import Thread
 from .tools import BUILTIN_INTENTS, Intent, IntentSet, Tool
@@ -27,7 +27,9 @@ class Agent:
     prefetch: Prefetch | None = None
     # An agent may show its own events differently (escaping still applies); keyed by tag or type.
     renderers: Mapping[str, BodyRenderer] = field(default_factory=dict)
-    # Upper bound on the rendered thread; older middle events are elided beyond it.
+    # What older events the model still needs (applied first); then the budget, an upper bound on
+    # the rendered thread beyond which older middle events are elided.
+    context_policy: ContextPolicy = field(default_factory=ContextPolicy)
     context_budget_chars: int = 24_000
     max_value_chars: int = 2_000
 
@@ -53,6 +55,7 @@ class Agent:
             renderers=self.renderers,
             max_value_chars=self.max_value_chars,
             budget_chars=self.context_budget_chars,
+            policy=self.context_policy,
         )
 
     def tool(self, name: str) -> Tool | None:

@@ -1,18 +1,22 @@
-"""Own your context window (factor 3): a thread rendered as compact tagged blocks.
+"""Own your context window (factor 3): a thread rendered as dense tagged blocks.
 
-Each event becomes ``<tag>`` + a YAML-ish body + ``</tag>``, the tag named after the event type or,
-for tool traffic, after the intent (``<list_git_tags>``, ``<list_git_tags_result>``). Every value
-is text from outside the code (users, emails, tool output, the model itself), so every value is
+Each event becomes a block tagged after the event type or, for tool traffic, after the intent
+(``<list_git_tags>``, ``<list_git_tags_result>``): one text between the tags, or a YAML-ish body
+one field a line, records that share their fields as a table, and nothing the model cannot use
+(empty fields, a call's repeated intent, a result's echo of its call's arguments). Every value is
+text from outside the code (users, emails, tool output, the model itself), so every value is
 escaped: ``<``, ``>`` and ``&`` become entities and no value can open or close a tag. Long values
-are cut with a visible marker, secrets are redacted, and the whole rendering is kept within the
-agent's budget by eliding the oldest middle events.
+are cut with a visible marker and secrets are redacted. Then the agent's `ContextPolicy` decides
+what the model still needs (a result superseded by a later one of the same call becomes a marker),
+and the whole rendering is kept within the agent's budget by eliding the oldest middle events.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .events import (
@@ -32,7 +36,9 @@ from .events import (
 )
 
 Redactor = Callable[[str], str]
-BodyRenderer = Callable[[Event], Mapping[str, Any] | None]
+# A block's body: text shown as is (escaped), or fields shown one a line.
+Body = Mapping[str, Any] | str
+BodyRenderer = Callable[[Event], Body | None]
 
 _SECRET_PATTERNS = (
     re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"),  # Slack tokens
@@ -64,38 +70,72 @@ def truncate(text: str, limit: int) -> str:
     return f"{text[:limit]}… [truncated {len(text) - limit} chars]"
 
 
-def default_body(event: Event) -> tuple[str, Mapping[str, Any] | None]:
-    """The tag and body every agent gets unless it overrides the event's rendering."""
+def default_body(event: Event) -> tuple[str, Body | None]:
+    """The tag and body every agent gets unless it overrides the event's rendering.
+
+    A body is text when one value says it all (the tag already names what it is), else a mapping.
+    """
     match event:
         case UserMessage(data=data):
-            return "user_message", {"text": data.text}
+            return "user_message", data.text
         case ToolCall(data=data):
-            return data.intent, {"intent": data.intent, **data.arguments}
+            return data.intent, data.arguments  # the tag names the intent
         case ToolResult(data=data):
             return f"{data.intent}_result", _as_body(data.result)
         case ToolDispatched(data=data):
-            return f"{data.intent}_dispatched", {"status": "waiting for the result"}
+            return f"{data.intent}_dispatched", "waiting for the result"
         case ApprovalRequested(data=data):
             return "approval_requested", {"intent": data.intent, "status": "waiting for a human"}
         case Approval(data=data):
-            return "approval", {"approved": data.approved, "comment": data.comment or None}
+            return "approval", {"approved": data.approved, "comment": data.comment}
         case HumanRequest(data=data):
-            return "request_human_input", data.model_dump(exclude_defaults=True) or {}
+            return "request_human_input", data.model_dump(exclude_defaults=True)
         case HumanResponse(data=data):
-            return "human_response", {"text": data.text}
+            return "human_response", data.text
         case Error(data=data):
             return "error", {"source": data.source, "message": data.message}
         case Escalation(data=data):
             return "escalation", {"reason": data.reason, "message": data.message}
         case Done(data=data):
-            return "done_for_now", {"message": data.message}
+            return "done_for_now", data.message
         case Cancelled(data=data):
-            return "cancelled", {"reason": data.reason or None}
+            return "cancelled", data.reason or {}
     raise TypeError(f"unrenderable event {event!r}")
 
 
-def _as_body(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {"result": value}
+def _as_body(value: Any) -> Body:
+    if isinstance(value, Mapping):
+        return value
+    if isinstance(value, list | tuple):
+        return {"result": value}
+    return _plain(value)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, default=str)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | Mapping | list | tuple) and not value)
+
+
+@dataclass(frozen=True)
+class ContextPolicy:
+    """What the model still needs to see, decided from the events alone, before any budget applies.
+
+    ``collapse_superseded_results``: a tool result followed later in the thread by another result
+    of the same intent, called with the same arguments, is shown as a one-line marker instead of
+    its body. The model acts on the newest answer to a call; a thread that repeats a lookup every
+    turn pays for its data once, and the call blocks still show every time it was made.
+    """
+
+    collapse_superseded_results: bool = True
 
 
 class ContextRenderer:
@@ -108,29 +148,58 @@ class ContextRenderer:
         redactor: Redactor = redact_secrets,
         max_value_chars: int = 2_000,
         budget_chars: int = 24_000,
+        policy: ContextPolicy = ContextPolicy(),
     ) -> None:
         self._renderers = renderers or {}
         self._redact = redactor
         self._max_value_chars = max_value_chars
         self._budget_chars = budget_chars
+        self._policy = policy
 
     def render(self, events: Sequence[Event]) -> str:
-        blocks = [block for event in events if (block := self.render_event(event)) is not None]
+        arguments = _arguments_by_call(events)
+        superseded = _superseded(events, arguments) if self._policy.collapse_superseded_results else set()
+        blocks: list[str] = []
+        for index, event in enumerate(events):
+            if index in superseded:
+                tag = default_body(event)[0]
+                override = self._override(event, tag)
+                if override is None or override(event) is not None:  # an agent may hide it altogether
+                    blocks.append(_superseded_marker(tag))
+            elif (block := self.render_event(event, arguments)) is not None:
+                blocks.append(block)
         return self._fit(blocks)
 
-    def render_event(self, event: Event) -> str | None:
+    def _override(self, event: Event, tag: str) -> BodyRenderer | None:
+        return self._renderers.get(tag) or self._renderers.get(event.type)
+
+    def render_event(
+        self, event: Event, arguments: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> str | None:
+        """One event's block. `arguments` (by call id) lets a result leave out what its call said."""
         tag, body = default_body(event)
-        override = self._renderers.get(tag) or self._renderers.get(event.type)
+        override = self._override(event, tag)
         if override is not None:
             body = override(event)
+        elif isinstance(event, ToolResult) and isinstance(body, Mapping) and arguments:
+            body = _without_echo(body, arguments.get(event.data.call_id, {}))
         if body is None:
             return None
+        if isinstance(body, str):
+            text = self._text(body)
+            if not text:
+                return f"<{tag}/>"
+            if "\n" in text:
+                return f"<{tag}>\n{text}\n</{tag}>"
+            return f"<{tag}>{text}</{tag}>"
         lines = list(self._yaml_lines(body, indent=""))
+        if not lines:
+            return f"<{tag}/>"
         return "\n".join([f"<{tag}>", *lines, f"</{tag}>"])
 
-    def _yaml_lines(self, body: Mapping[str, Any], indent: str) -> Any:
+    def _yaml_lines(self, body: Mapping[str, Any], indent: str) -> Iterator[str]:
         for key, value in body.items():
-            if value is None:
+            if _is_empty(value):
                 continue
             name = escape(str(key))
             if _SECRET_KEY.search(str(key)) and not isinstance(value, Mapping | list | tuple):
@@ -139,6 +208,12 @@ class ContextRenderer:
                 yield f"{indent}{name}:"
                 yield from self._yaml_lines(value, indent + "  ")
             elif isinstance(value, list | tuple):
+                table = self._table(value)
+                if table is not None:
+                    header, *rows = table
+                    yield f"{indent}{name}: {header}"
+                    yield from (f"{indent}  {row}" for row in rows)
+                    continue
                 yield f"{indent}{name}:"
                 for item in value:
                     if isinstance(item, Mapping):
@@ -149,16 +224,39 @@ class ContextRenderer:
             else:
                 yield f"{indent}{name}: {self._scalar(value, indent + '  ')}"
 
+    def _table(self, items: Sequence[Any]) -> list[str] | None:
+        """Records that share their keys, as a header line of column names and a line per record.
+
+        The names are said once instead of once per record. Only for flat records whose cells
+        hold no line break and no column separator, so a cell can never pass for another column
+        or another record; anything else keeps the one-field-a-line form."""
+        if not items or not all(isinstance(item, Mapping) and item for item in items):
+            return None
+        columns = list(items[0])
+        if any(list(item) != columns for item in items):
+            return None
+        rows = []
+        for item in items:
+            cells = []
+            for column, value in item.items():
+                if isinstance(value, Mapping | list | tuple):
+                    return None
+                cell = REDACTED if _SECRET_KEY.search(str(column)) else self._text(_plain(value))
+                if "\n" in cell or "|" in cell:
+                    return None
+                cells.append(cell)
+            rows.append(_COLUMN_SEPARATOR.join(cells))
+        header = [escape(str(column)) for column in columns]
+        if any("|" in name for name in header):
+            return None
+        return [_COLUMN_SEPARATOR.join(header), *rows]
+
+    def _text(self, text: str) -> str:
+        """Untrusted text made safe to show: secrets redacted first, then cut, then escaped."""
+        return escape(truncate(self._redact(text), self._max_value_chars))
+
     def _scalar(self, value: Any, indent: str) -> str:
-        if isinstance(value, bool) or value is None:
-            text = json.dumps(value)
-        elif isinstance(value, str):
-            text = value
-        elif isinstance(value, int | float):
-            text = str(value)
-        else:
-            text = json.dumps(value, default=str)
-        text = escape(truncate(self._redact(text), self._max_value_chars))
+        text = self._text(_plain(value))
         if "\n" in text:
             return "|\n" + "\n".join(f"{indent}{line}" for line in text.splitlines())
         return text
@@ -187,8 +285,18 @@ class ContextRenderer:
 
 
 def _cut(block: str, limit: int) -> str | None:
-    """The block's first lines that fit in `limit` characters, still closed by its tag, with a
-    visible marker where it was cut; None when not even that fits."""
+    """The block's first lines (or, for a one-line block, its first characters) that fit in
+    `limit` characters, still closed by its tag, with a visible marker where it was cut; None when
+    not even that fits."""
+    if len(block) <= limit:
+        return block
+    if "\n" not in block:
+        if block.endswith("/>"):
+            return None
+        opening, text = block.split(">", 1)
+        text, closing = text.rsplit("</", 1)
+        room = limit - len(opening) - len(closing) - len(_CUT_MARKER) - 4
+        return f"{opening}>{text[:room]} {_CUT_MARKER}</{closing}" if room >= 0 else None
     opening, *lines, closing = block.split("\n")
     kept: list[str] = []
     room = limit - len(opening) - len(closing) - len(_CUT_MARKER) - 3
@@ -205,3 +313,36 @@ _CUT_MARKER = "… [cut here to fit the context budget]"
 
 def _elided_marker(count: int) -> str:
     return f"<elided>{count} earlier events left out to fit the context budget</elided>"
+
+
+_COLUMN_SEPARATOR = " | "
+
+
+def _arguments_by_call(events: Sequence[Event]) -> dict[str, Mapping[str, Any]]:
+    return {event.data.call_id: event.data.arguments for event in events if isinstance(event, ToolCall)}
+
+
+def _superseded(events: Sequence[Event], arguments: Mapping[str, Mapping[str, Any]]) -> set[int]:
+    """Positions of the tool results that a later result of the same call (intent and arguments)
+    supersedes. A result whose call is not in the thread is never superseded: its arguments are
+    unknown."""
+    latest: dict[tuple[str, str], int] = {}
+    superseded: set[int] = set()
+    for index, event in enumerate(events):
+        if not isinstance(event, ToolResult) or event.data.call_id not in arguments:
+            continue
+        call = (event.data.intent, json.dumps(arguments[event.data.call_id], sort_keys=True, default=str))
+        if call in latest:
+            superseded.add(latest[call])
+        latest[call] = index
+    return superseded
+
+
+def _superseded_marker(tag: str) -> str:
+    return f"<{tag} superseded_by_later/>"
+
+
+def _without_echo(result: Mapping[str, Any], arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A result's fields that repeat its call's arguments (same name, same value) are left out:
+    the call's block, just above, already shows them."""
+    return {key: value for key, value in result.items() if key not in arguments or arguments[key] != value}
