@@ -1,10 +1,10 @@
 """A small client for the one endpoint the LLM adapter uses: ``POST {base_url}/chat/completions``.
 
-It replaces the openai SDK, which with its own HTTP stack weighed about 10 MiB of the layer and
-half of the reducer's first-call imports, to send one JSON body and read a few fields back. It
-speaks the same protocol (``tests/unit/test_chat_completions_contract.py`` sends the same requests
-through the SDK and through this client to ``twelvefactor.local.fake_openai`` and checks they
-agree) and keeps the SDK's retry rules:
+It replaces the openai SDK, which with its own HTTP stack weighed about 11 MiB of the layer and
+almost half of the reducer's first-call imports, to send one JSON body and read a few fields back.
+It speaks the same protocol (``tests/unit/test_chat_completions_contract.py`` sends the same
+requests through the SDK and through this client to ``twelvefactor.local.fake_openai`` and checks
+they agree) and keeps the SDK's retry rules:
 
 - retried: timeouts, connection errors, and the statuses 408, 409, 429 and 5xx, unless the
   provider says ``x-should-retry: false`` (``true`` makes any status retryable) or asks for a
