@@ -173,9 +173,9 @@ built layer (`bench/builds.py`: layers/Makefile's build for python3.12) and boto
 the runtime's; the LangGraph handler (`bench/peers/langgraph_deploybot.py`) with its stack built
 the same way. *Import* is the module alone; *with first call* adds what its first invocation
 loads lazily (our runtime builds adapters on first use: the DynamoDB store and the agents
-everywhere, Step Functions and Powertools idempotency in the triggers, the openai adapter and the
-prompts in the reducer). The LangGraph handler imports everything at the top and compiles its
-graph at import. The floor is `import boto3, pydantic` on the same path.
+everywhere, Step Functions and Powertools idempotency in the triggers, the LLM adapter (httpx, no
+openai SDK) and the prompts in the reducer). The LangGraph handler imports everything at the top
+and compiles its graph at import. The floor is `import boto3, pydantic` on the same path.
 """,
     )
     python = None if h.smoke else python312()

@@ -26,7 +26,7 @@ from bench.harness import ROOT, Harness
 from bench.report import Figure
 from bench.stack import running_stack
 
-OURS_PACKAGES = ("pydantic", "jinja2", "openai", "httpx", "aws-lambda-powertools", "boto3", "moto")
+OURS_PACKAGES = ("pydantic", "jinja2", "httpx", "aws-lambda-powertools", "boto3", "moto")
 PEER_PACKAGES = (
     "langgraph",
     "langgraph-checkpoint",

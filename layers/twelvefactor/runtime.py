@@ -2,7 +2,7 @@
 
 A function builds what it touches on first use and keeps it for the container's life (boto3
 clients, the store, the agents); nothing is built at import, so a cold start pays only for its own
-path. The openai adapter is imported only when the reducer first asks the model: the trigger
+path. The LLM adapter is imported only when the reducer first asks the model: the trigger
 functions never load it.
 
 The application services (`launch`, `resume`, `callback`, `cancel`, `follow_up`, `notify`,
@@ -216,7 +216,7 @@ class Runtime:
 
     @cached_property
     def llm(self) -> LanguageModel:
-        # Imported here so that only the reducer pays for (and depends on) the openai package.
+        # Imported here so that only the reducer pays for the LLM adapter's imports.
         from .adapters.llm import model_from_settings
 
         settings = self.settings(LlmSettings)

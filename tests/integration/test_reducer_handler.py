@@ -1,7 +1,7 @@
 """The Reducer function on the events/reducer-*.json samples, against moto.
 
 Threads are written straight to the store, so no execution runs unless a test starts one; the
-model is scripted through the runtime (the same port the openai adapter implements).
+model is scripted through the runtime (the same port the OpenAI adapter implements).
 """
 
 from __future__ import annotations

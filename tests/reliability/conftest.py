@@ -171,7 +171,7 @@ def _complete(session: pytest.Session, state: SuiteState) -> bool:
 
 def _environment() -> dict[str, str]:
     versions = {"Python": platform.python_version()}
-    for package in ("moto", "hypothesis", "schemathesis", "aws-lambda-powertools", "openai"):
+    for package in ("moto", "hypothesis", "schemathesis", "aws-lambda-powertools", "httpx"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -1,10 +1,10 @@
-"""LLM faults: the real openai adapter against a scripted OpenAI-compatible server on loopback.
+"""LLM faults: the real LLM adapter against a scripted OpenAI-compatible server on loopback.
 
 The Reducer function runs on a thread in the store, configured as in Lambda (``OPENAI_BASE_URL``,
 ``LLM_MAX_RETRIES``, ``LLM_TIMEOUT_SECONDS``); the fake server answers with rate limits, server
-errors, slow answers and every shape of bad output a model produces. Transient faults are the
-SDK's to retry; what is left becomes an error event the model reads next time (factor 9); the
-agent's error budget (three in a row for deploybot) turns a streak into an escalation.
+errors, slow answers and every shape of bad output a model produces. The adapter's HTTP client
+retries transient faults; what is left becomes an error event the model reads next time (factor 9);
+the agent's error budget (three in a row for deploybot) turns a streak into an escalation.
 """
 
 from __future__ import annotations

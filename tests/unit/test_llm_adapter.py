@@ -1,12 +1,14 @@
-"""The real openai adapter against a scripted OpenAI-compatible server on loopback (factor 1).
+"""The real LLM adapter against a scripted OpenAI-compatible server on loopback (factor 1).
 
-Nothing here fakes the SDK: every test sends real HTTP to `FakeOpenAI`, then checks both what the
-adapter sent (the structured-output request of each mode) and what it made of the answer.
+Nothing here fakes the HTTP client: every test sends real HTTP to `FakeOpenAI`, then checks both
+what the adapter sent (the structured-output request of each mode) and what it made of the answer.
+(`test_chat_completions_contract` checks that the client speaks the protocol as the openai SDK does.)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -50,8 +52,8 @@ MESSAGES = [
     ChatMessage(role="user", content="<user_message>Can you deploy the backend?</user_message>"),
 ]
 DEPLOY = {"intent": "deploy_backend", "tag": "v1.2.3", "environment": "production"}
-# Retries are the SDK's own exponential backoff; a provider's retry-after-ms (which the fake sends,
-# as OpenAI does on 429) shortens the wait, so these tests stay fast without changing the client.
+# Retries back off exponentially, as the openai SDK does; a provider's retry-after-ms (which the fake
+# sends, as OpenAI does on 429) shortens the wait, so these tests stay fast without changing the client.
 QUICK_RETRY = 0.01
 
 
@@ -305,7 +307,7 @@ def test_exhausted_retries_raise_llm_unavailable(fake: FakeOpenAI, ask: Any) -> 
     # Given a provider that keeps failing with 503
     fake.enqueue(*[HttpError(503, "overloaded", retry_after_seconds=QUICK_RETRY)] * 5)
 
-    # When the adapter asks with three retries allowed (the SDK's default is two)
+    # When the adapter asks with three retries allowed (the openai SDK's default is two)
     with pytest.raises(LlmUnavailable, match=r"503.*overloaded"):
         ask("json_object", retries=3)
 
@@ -381,3 +383,41 @@ def test_an_unreachable_endpoint_raises_llm_unavailable() -> None:
             model.decide(MESSAGES, INTENTS)
     finally:
         model.close()
+
+
+def test_the_api_key_is_never_logged_or_rendered(caplog: pytest.LogCaptureFixture) -> None:
+    # Given a provider that wants its key, rate-limits once and then rejects a wrong key
+    secret = "sk-do-not-leak-0123456789abcdef"
+    with FakeOpenAI(api_key=secret) as provider:
+        provider.enqueue(HttpError(429, "Rate limit reached", retry_after_seconds=QUICK_RETRY), "{}")
+        model = adapter(provider, "json_object", key=secret)
+        wrong = adapter(provider, "json_object", key=secret[:-1] + "X")
+
+        # When both ask, with every logger recording everything (httpx and httpcore included)
+        with caplog.at_level(logging.DEBUG):
+            model.decide(MESSAGES, INTENTS)
+            with pytest.raises(LlmRejected) as rejected:
+                wrong.decide(MESSAGES, INTENTS)
+        model.close()
+        wrong.close()
+
+    # Then the retry was logged, and the key appears in no log line, error or repr
+    assert "retry 1 of 2" in caplog.text
+    assert len(provider.requests) == 2
+    rendered = [caplog.text, str(rejected.value), repr(model), repr(model.client), repr(vars(model))]
+    assert not [text for text in rendered if secret[:-1] in text]
+
+
+def test_an_answer_cut_off_at_the_token_limit_is_returned_and_logged(
+    fake: FakeOpenAI, ask: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a provider that stopped at its token limit mid-answer
+    fake.enqueue(Answer('{"intent": "done_for_now", "mess', finish_reason="length"))
+
+    # When the adapter asks
+    with caplog.at_level(logging.WARNING, logger="twelvefactor.adapters.llm"):
+        reply = ask("json_object")
+
+    # Then the truncated text goes to the core (which records it as invalid) and the cause is logged
+    assert reply.content == '{"intent": "done_for_now", "mess'
+    assert "cut off at its token limit" in caplog.text

@@ -1,4 +1,4 @@
-"""The one LLM adapter: any OpenAI-compatible endpoint through the openai SDK (factor 1).
+"""The one LLM adapter: any OpenAI-compatible endpoint, over chat completions (factor 1).
 
 OpenAI, Azure OpenAI, vLLM, Ollama and llama.cpp's server differ in how they constrain an answer
 to a schema, so the structured-output mode is a setting (``LLM_OUTPUT_MODE``):
@@ -11,10 +11,10 @@ to a schema, so the structured-output mode is a setting (``LLM_OUTPUT_MODE``):
 - ``tools``: native tool calling, one function per intent, a call required.
 
 Whatever the mode, ``decide`` returns the JSON text of one intent object and the core validates it
-with the intents' own pydantic models: nothing here trusts the model. Retries with exponential
-backoff (429, 5xx, timeouts, connection errors; a provider's ``retry-after`` is honoured) are the
-SDK's own ``max_retries``. Only the reducer imports this module, so the openai import stays off
-every other handler's cold start.
+with the intents' own pydantic models: nothing here trusts the model. The HTTP is
+`twelvefactor.adapters.chat_completions` (httpx, with the openai SDK's retry rules: 408, 409, 429,
+5xx, timeouts and connection errors, exponential backoff, a provider's ``retry-after`` honoured).
+Only the reducer imports this module.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessage
-from openai.types.completion_usage import CompletionUsage
-
+from twelvefactor.adapters.chat_completions import (
+    ChatCompletionsClient,
+    Completion,
+    ProviderError,
+    ToolCallRequest,
+)
 from twelvefactor.core.errors import LlmError, LlmRejected, LlmUnavailable
-from twelvefactor.core.events import TokenUsage
 from twelvefactor.core.ports import ChatMessage, ModelReply
 from twelvefactor.core.tools import IntentSet
 from twelvefactor.settings import LlmSettings, OutputMode
@@ -39,8 +40,6 @@ logger = logging.getLogger(__name__)
 WRAPPER_KEY = "step"
 SCHEMA_NAME = "next_step"
 DISCRIMINATOR = "intent"
-# Local servers ignore the key, but the SDK refuses to start without one.
-NO_API_KEY = "no-key-configured"
 # Strict mode refuses these keywords. Dropping them loses nothing: the core validates every answer
 # with the intents' pydantic models, which still enforce lengths, defaults and the discriminator.
 _STRICT_UNSUPPORTED = frozenset(
@@ -68,7 +67,7 @@ _MAX_MESSAGE_CHARS = 300
 
 
 class OpenAIModel:
-    """`twelvefactor.core.ports.LanguageModel` over the openai SDK's chat completions."""
+    """`twelvefactor.core.ports.LanguageModel` over an OpenAI-compatible chat completions endpoint."""
 
     def __init__(
         self,
@@ -86,11 +85,8 @@ class OpenAIModel:
         self.temperature = temperature
         self.timeout_seconds = timeout_seconds
         self._has_api_key = bool(api_key)
-        self.client = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or NO_API_KEY,
-            timeout=timeout_seconds,
-            max_retries=max_retries,
+        self.client = ChatCompletionsClient(
+            base_url=base_url, api_key=api_key, timeout_seconds=timeout_seconds, max_retries=max_retries
         )
 
     def decide(self, messages: Sequence[ChatMessage], intents: IntentSet) -> ModelReply:
@@ -101,10 +97,13 @@ class OpenAIModel:
             **self._output_format(intents),
         }
         try:
-            completion: ChatCompletion = self.client.chat.completions.create(**request)
-        except openai.APIError as error:
+            completion = self.client.create(request)
+        except ProviderError as error:
             raise self._translate(error) from error
-        return ModelReply(content=self._answer_text(completion, intents), usage=_usage(completion.usage))
+        if completion.finish_reason == "length":
+            # Cut off at the token limit: the core will record the truncated answer as invalid.
+            logger.warning("the model's answer was cut off at its token limit")
+        return ModelReply(content=self._answer_text(completion, intents), usage=completion.usage)
 
     def close(self) -> None:
         self.client.close()
@@ -121,45 +120,38 @@ class OpenAIModel:
             case "tools":
                 return {"tools": tool_definitions(intents), "tool_choice": "required"}
 
-    def _answer_text(self, completion: ChatCompletion, intents: IntentSet) -> str:
+    def _answer_text(self, completion: Completion, intents: IntentSet) -> str:
         # An empty or missing answer is returned as "", which the core records as invalid output.
-        if not completion.choices:
-            return ""
-        message = completion.choices[0].message
         match self.output_mode:
             case "json_schema":
-                return unwrap_strict_answer(message.content or message.refusal or "", intents)
+                return unwrap_strict_answer(completion.content or completion.refusal or "", intents)
             case "json_object":
-                return message.content or ""
+                return completion.content or ""
             case "tools":
-                return _tool_call_as_intent(message)
+                return _tool_call_as_intent(completion)
 
     # --- errors ------------------------------------------------------------------------------
 
-    def _translate(self, error: openai.APIError) -> LlmError:
-        where = f"{self.client.base_url}"
-        detail = _short(_provider_message(error))
-        match error:
-            case openai.APITimeoutError():
-                return LlmUnavailable(f"the model at {where} did not answer within {self.timeout_seconds}s")
-            case openai.APIConnectionError():
-                return LlmUnavailable(f"could not connect to the model at {where}: {detail}")
-            case openai.AuthenticationError():
-                hint = "" if self._has_api_key else " (no API key is configured: set OPENAI_API_KEY)"
-                return LlmRejected(f"the provider at {where} rejected the API key{hint}: {detail}")
-            case openai.PermissionDeniedError():
-                return LlmRejected(
-                    f"the provider at {where} refused access to model {self.model!r}: {detail}"
-                )
-            case openai.NotFoundError():
-                return LlmRejected(f"model {self.model!r} or its endpoint was not found at {where}: {detail}")
-            case openai.APIStatusError(status_code=status) if status in (408, 409, 429) or status >= 500:
-                return LlmUnavailable(
-                    f"the provider at {where} kept failing ({status}) after retries: {detail}"
-                )
-            case openai.APIStatusError(status_code=status):
-                return LlmRejected(f"the provider at {where} rejected the request ({status}): {detail}")
-        return LlmUnavailable(f"unexpected answer from the provider at {where}: {detail}")
+    def _translate(self, error: ProviderError) -> LlmError:
+        where = self.client.base_url
+        detail = _short(error.detail)
+        status = error.status
+        if error.timed_out:
+            return LlmUnavailable(f"the model at {where} did not answer within {self.timeout_seconds}s")
+        if status is None:
+            return LlmUnavailable(f"could not connect to the model at {where}: {detail}")
+        if status == 401:
+            hint = "" if self._has_api_key else " (no API key is configured: set OPENAI_API_KEY)"
+            return LlmRejected(f"the provider at {where} rejected the API key{hint}: {detail}")
+        if status == 403:
+            return LlmRejected(f"the provider at {where} refused access to model {self.model!r}: {detail}")
+        if status == 404:
+            return LlmRejected(f"model {self.model!r} or its endpoint was not found at {where}: {detail}")
+        if status in (408, 409, 429) or status >= 500:
+            return LlmUnavailable(f"the provider at {where} kept failing ({status}) after retries: {detail}")
+        if status < 400:
+            return LlmUnavailable(f"unexpected answer from the provider at {where}: {detail}")
+        return LlmRejected(f"the provider at {where} rejected the request ({status}): {detail}")
 
 
 def model_from_settings(settings: LlmSettings, api_key: str | None = None) -> OpenAIModel:
@@ -350,37 +342,23 @@ def _fits(value: Any, schema: dict[str, Any]) -> bool:
     )
 
 
-def _tool_call_as_intent(message: ChatCompletionMessage) -> str:
-    calls = message.tool_calls or []
-    function = getattr(calls[0], "function", None) if calls else None
-    if function is None:
+def _tool_call_as_intent(completion: Completion) -> str:
+    calls = completion.tool_calls
+    if not calls:
         # No function call: a server without tool support may still have answered in text.
-        return message.content or ""
+        return completion.content or ""
+    call: ToolCallRequest = calls[0]
     try:
-        arguments = json.loads(function.arguments or "{}")
+        arguments = json.loads(call.arguments or "{}")
     except ValueError:
         arguments = None
     if not isinstance(arguments, dict):
         # Shown as-is in the core's error, so the next attempt can see what went wrong.
-        return f"{function.name}({function.arguments})"
+        return f"{call.name}({call.arguments})"
     if len(calls) > 1:
         logger.warning("the model made %d tool calls; only the first is used", len(calls))
     arguments.pop(DISCRIMINATOR, None)
-    return json.dumps({DISCRIMINATOR: function.name, **arguments})
-
-
-def _usage(usage: CompletionUsage | None) -> TokenUsage | None:
-    if usage is None:
-        return None
-    return TokenUsage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
-
-
-def _provider_message(error: openai.APIError) -> str:
-    # The provider's own words, without the SDK's "Error code: NNN - {...}" framing.
-    body = error.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    return error.message
+    return json.dumps({DISCRIMINATOR: call.name, **arguments})
 
 
 def _short(text: str) -> str:

@@ -138,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CaseError(f"the LLM settings are not usable: {where}: {first['msg']}") from None
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
-    from twelvefactor.adapters.llm import model_from_settings  # noqa: PLC0415 - only a run needs openai
+    from twelvefactor.adapters.llm import model_from_settings  # noqa: PLC0415 - only a run needs the LLM adapter
 
     llm = model_from_settings(settings)
     started_at = datetime.now(UTC)

@@ -2,7 +2,7 @@
 
 The chat messages come from the agent's real template rendered by the same code the reducer uses,
 with the thread rendered as context (escaped, truncated, redacted). The structured-output part is
-the one the openai adapter sends in the chosen mode (``LLM_OUTPUT_MODE`` unless ``--mode``). A bad
+the one the OpenAI adapter sends in the chosen mode (``LLM_OUTPUT_MODE`` unless ``--mode``). A bad
 agent name, thread file or template is reported on stderr with exit code 2.
 """
 
@@ -80,7 +80,7 @@ def format_request(messages: list[ChatMessage], mode: OutputMode, intents: Inten
 
 
 def structured_output(mode: OutputMode, intents: IntentSet) -> Any:
-    """The schema part of the request, as the openai adapter builds it for this mode."""
+    """The schema part of the request, as the OpenAI adapter builds it for this mode."""
     match mode:
         case "json_schema":
             return strict_schema(intents)

@@ -28,7 +28,7 @@ class ModelReply:
 
 
 class LanguageModel(Protocol):
-    """Implemented by the openai adapter and by the scripted fakes in tests.
+    """Implemented by the OpenAI adapter and by the scripted fakes in tests.
 
     Raises `LlmUnavailable`/`LlmRejected` when the model cannot be asked at all.
     """

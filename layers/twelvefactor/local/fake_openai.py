@@ -10,7 +10,7 @@ Each completion request takes the next answer from the script, or asks the respo
   output need both);
 - ``ToolCallAnswer(name, arguments)``: an assistant message with one function tool call;
 - ``HttpError(status, message)``: an OpenAI-style error body with that status (429 and 5xx are
-  what the SDK retries; ``retry_after_seconds`` sends ``retry-after-ms`` as real providers do,
+  what clients retry; ``retry_after_seconds`` sends ``retry-after-ms`` as real providers do,
   which keeps a retrying test fast without changing the client's backoff).
 
 Every answer may carry ``delay_seconds`` (a slow provider, for timeouts). A plain ``str`` in the

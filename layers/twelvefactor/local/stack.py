@@ -95,7 +95,7 @@ class EnvironmentConflict(StackError):
 
 @dataclass(frozen=True)
 class LlmEndpoint:
-    """Any OpenAI-compatible endpoint; ``base_url=None`` means the openai client's default."""
+    """Any OpenAI-compatible endpoint; ``base_url=None`` means the OpenAI API itself."""
 
     base_url: str | None
     model: str
@@ -386,7 +386,7 @@ class LocalStack:
         prompts_dir = self.template.path.parent / "prompts"
         own: dict[str, str | None] = {
             "OPENAI_BASE_URL": self.llm.base_url,
-            # The openai client refuses to start without a key; local servers ignore it.
+            # Local servers ignore the key; a placeholder stands in when none is configured.
             "OPENAI_API_KEY": self.llm.api_key or os.environ.get("OPENAI_API_KEY") or "local",
             "LLM_MODEL": self.llm.model,
             "LLM_OUTPUT_MODE": self.llm.output_mode,
@@ -635,28 +635,33 @@ def open_llm(
         settings.model,
         api_key=api_key,
         output_mode=settings.output_mode,
-        description=f"{settings.model} at {provider_url or 'the openai client default endpoint'}",
+        description=f"{settings.model} at {provider_url or 'the OpenAI API (the default endpoint)'}",
     )
 
 
 def check_llm(llm: LlmEndpoint) -> None:
     """Ask the endpoint for its models once, so a bad key or URL fails here, in words, not as three
     error events and an escalation in the first thread."""
-    import openai  # noqa: PLC0415 - the reducer's own client, for the same errors
+    from twelvefactor.adapters.chat_completions import (  # noqa: PLC0415 - the reducer's own client
+        ChatCompletionsClient,
+        ProviderError,
+    )
 
-    client = openai.OpenAI(base_url=llm.base_url, api_key=llm.api_key or "local", max_retries=0, timeout=15)
-    where = llm.base_url or "the openai client's default endpoint"
+    client = ChatCompletionsClient(
+        base_url=llm.base_url, api_key=llm.api_key, max_retries=0, timeout_seconds=15
+    )
+    where = client.base_url
     try:
-        client.models.list()
-    except openai.AuthenticationError as error:
-        raise StackError(
-            f"the provider at {where} rejected the API key (set a valid OPENAI_API_KEY): {error.message}"
-        ) from error
-    except openai.PermissionDeniedError as error:
-        raise StackError(f"the provider at {where} refused access: {error.message}") from error
-    except openai.APIConnectionError as error:
-        raise StackError(f"nothing answers at {where}: check the URL and that the server runs") from error
-    except openai.APIStatusError:
-        pass  # some compatible servers have no /models; the first real call will tell
+        client.list_models()
+    except ProviderError as error:
+        if error.status is None:
+            raise StackError(f"nothing answers at {where}: check the URL and that the server runs") from error
+        if error.status == 401:
+            raise StackError(
+                f"the provider at {where} rejected the API key (set a valid OPENAI_API_KEY): {error.detail}"
+            ) from error
+        if error.status == 403:
+            raise StackError(f"the provider at {where} refused access: {error.detail}") from error
+        # Other statuses pass: some compatible servers have no /models; the first real call will tell.
     finally:
         client.close()
