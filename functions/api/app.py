@@ -20,10 +20,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from twelvefactor import runtime
 from twelvefactor.adapters import webhook
-from twelvefactor.core.events import dump_event
 from twelvefactor.settings import IdempotencySettings, StoreSettings, WebhookSettings, WorkflowSettings
 from twelvefactor.triggers.api import (
     CALLBACK_ID_PATTERN,
+    MAX_PAGE_EVENTS,
+    PAGE_EVENTS,
     THREAD_ID_PATTERN,
     Accepted,
     EventsPage,
@@ -81,16 +82,18 @@ def list_threads(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> list[Thread
 @app.get("/threads/<thread_id>", responses=documented(HTTPStatus.OK, ThreadView))
 def get_thread(thread_id: ThreadIdPath) -> ThreadView:
     logger.append_keys(thread_id=thread_id)
-    return ThreadView.of_thread(*runtime.current().store.load(thread_id))
+    store = runtime.current().store
+    meta, thread = store.load(thread_id)
+    return ThreadView.of_thread(meta, thread, EventsPage.read(store, thread_id, after=-1))
 
 
 @app.get("/threads/<thread_id>/events", responses=documented(HTTPStatus.OK, EventsPage))
-def get_events(thread_id: ThreadIdPath, after: Annotated[int, Query(ge=-1)] = -1) -> EventsPage:
-    store = runtime.current().store
-    events = [{"seq": seq, **dump_event(event)} for seq, event in store.events_after(thread_id, after)]
-    if not events:
-        store.load(thread_id)  # an unknown thread is a 404, not an empty page
-    return EventsPage(thread_id=thread_id, events=events)
+def get_events(
+    thread_id: ThreadIdPath,
+    after: Annotated[int, Query(ge=-1)] = -1,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_EVENTS)] = PAGE_EVENTS,
+) -> EventsPage:
+    return EventsPage.read(runtime.current().store, thread_id, after, limit)
 
 
 @app.post("/threads/<thread_id>/responses", responses=documented(HTTPStatus.ACCEPTED, Accepted))

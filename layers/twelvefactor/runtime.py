@@ -170,11 +170,12 @@ class Runtime:
 
     @cached_property
     def store(self) -> ThreadStore:
-        from .adapters.dynamodb_store import DynamoThreadStore
+        from .adapters.dynamodb_store import S3_CLIENT_CONFIG, DynamoThreadStore
 
         settings = self.settings(StoreSettings)
         table = self._boto3.resource("dynamodb").Table(settings.threads_table)
-        return DynamoThreadStore(table, settings.payload_bucket, self.client("s3"), settings)
+        s3 = self._boto3.client("s3", config=S3_CLIENT_CONFIG)  # its own: it signs payload links
+        return DynamoThreadStore(table, settings.payload_bucket, s3, settings)
 
     @cached_property
     def workflow(self) -> Workflow:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
@@ -27,9 +30,14 @@ from tests.e2e.helpers import (
 )
 from tests.support import poll_until
 from twelvefactor import cli
+from twelvefactor.adapters.dynamodb_store import DynamoThreadStore
+from twelvefactor.adapters.ports import ThreadMeta
+from twelvefactor.commands.threads import ThreadsApi
+from twelvefactor.core.events import Event, ToolResult, ToolResultData, UserMessage, UserMessageData
 from twelvefactor.local.fake_openai import FakeOpenAI
 from twelvefactor.local.slack_standin import SlackCall
 from twelvefactor.local.stack import (
+    REGION,
     SLACK_CHANNEL,
     SLACK_TEAM,
     LlmEndpoint,
@@ -38,6 +46,7 @@ from twelvefactor.local.stack import (
     SlackUser,
     StackError,
 )
+from twelvefactor.settings import StoreSettings
 from twelvefactor.triggers.slack import APPROVE_ACTION, REJECT_ACTION
 
 pytestmark = pytest.mark.e2e
@@ -309,6 +318,49 @@ def test_the_threads_cli_launches_follows_and_approves_over_http(
     # When the same approval is sent again, Then the API's refusal is shown and the exit code is 1
     assert cli.main([*api, "respond", thread_id, "--approve"]) == 1
     assert "409" in capsys.readouterr().err
+
+
+def test_the_threads_cli_reads_a_thread_too_large_for_one_response_page_by_page(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a thread of 12 tool results of 300 KB (kept in S3) and 60 of 26 KB (kept inline): more
+    # than Lambda's 6 MB response limit in all
+    settings = StoreSettings(
+        THREADS_TABLE=stack.physical_name("ThreadsTable"), PAYLOAD_BUCKET=stack.bucket_name
+    )
+    table = boto3.resource("dynamodb", endpoint_url=stack.moto_url, region_name=REGION).Table(
+        settings.threads_table
+    )
+    store = DynamoThreadStore(table, settings.payload_bucket, aws(stack, "s3"), settings)
+    large = {"tags": [{"name": f"v{n}", "commit": f"{n:0300x}"} for n in range(1_000)]}
+    medium = {"tags": [{"name": f"v{n}", "commit": f"{n:0300x}"} for n in range(80)]}
+    at = datetime(2025, 3, 1, tzinfo=UTC)
+    results = [large] * 12 + [medium] * 60
+    events: list[Event] = [UserMessage(at=at, data=UserMessageData(text="list the tags, again and again"))]
+    events += [
+        ToolResult(at=at, data=ToolResultData(call_id=f"call-{n}", intent="list_git_tags", result=result))
+        for n, result in enumerate(results)
+    ]
+    thread_id = f"heavy-{uuid.uuid4().hex[:8]}"
+    store.create(ThreadMeta(thread_id=thread_id, agent="deploybot", created_at=at), events)
+
+    # When a client reads it over HTTP, and `twelvefactor threads show` prints it
+    first = httpx.get(f"{stack.api_url}/threads/{thread_id}")
+    api = ThreadsApi(stack.api_url)
+    try:
+        read = api.thread(thread_id)
+    finally:
+        api.close()
+    assert cli.main(["threads", "--api-url", stack.api_url, "show", thread_id]) == 0
+
+    # Then the first answer is one page with a cursor, yet the client got every event, whole, in order
+    assert first.status_code == 200 and first.json()["next_after"] is not None
+    assert len(first.content) < 6 * 1024 * 1024
+    assert any("payload" in event for event in first.json()["events"])
+    assert read.events == store.load(thread_id)[1].events
+    shown = capsys.readouterr().out
+    assert shown.count("tool result: list_git_tags") == len(results)
+    assert f"#{len(results):<3} tool result" in shown
 
 
 # --- replies by email: SES as captured by moto ---------------------------------------------------------

@@ -55,6 +55,7 @@ def test_launch_get_approve_runs_the_thread_to_done(stack: Stack) -> None:
     # When the caller reads the thread and its events
     got = stack.api(api_event("api-get", thread_id=thread_id))
     page = stack.api(api_event("api-events", thread_id=thread_id, query={"after": "0"}))
+    one = stack.api(api_event("api-events", thread_id=thread_id, query={"after": "0", "limit": "1"}))
 
     # Then it is paused for approval, with the model's token usage counted
     assert got.status == 200
@@ -69,6 +70,9 @@ def test_launch_get_approve_runs_the_thread_to_done(stack: Stack) -> None:
         (1, "tool_call"),
         (2, "approval_requested"),
     ]
+    assert got.body["next_after"] is None and page.body["next_after"] is None
+    # And a smaller page says where the next one starts
+    assert [event["seq"] for event in one.body["events"]] == [1] and one.body["next_after"] == 1
 
     # When a person approves through POST /threads/{id}/responses
     answered = stack.api(api_event("api-respond-approve", thread_id=thread_id))

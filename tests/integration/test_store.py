@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import Counter
@@ -11,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+import requests  # moto answers the presigned URLs it is sent
 
 from tests.integration.conftest import REGION
 from tests.moto_requests import atomic_requests_fixture  # noqa: F401 - fixture
@@ -25,6 +27,7 @@ from tests.unit.agent_fixtures import (
 from twelvefactor.adapters.dynamodb_store import AwsStorageError, DynamoThreadStore
 from twelvefactor.adapters.ports import (
     ConcurrentAppend,
+    OffloadedEvent,
     PendingWait,
     StorageError,
     ThreadExists,
@@ -44,6 +47,7 @@ from twelvefactor.core.events import (
     ToolResultData,
     UserMessage,
     UserMessageData,
+    parse_event,
 )
 from twelvefactor.core.ports import Ports
 from twelvefactor.core.prompts import JinjaPrompts
@@ -336,6 +340,42 @@ def test_a_300_kb_tool_result_goes_to_s3_and_comes_back_intact(
     sizes = {item["sk"]["S"]: len(json.dumps(item).encode()) for item in raw_items()}
     assert max(sizes.values()) < DYNAMODB_ITEM_LIMIT
     assert sizes["EVENT#0000000001"] < 1_000
+
+
+def test_a_page_of_events_points_at_payloads_in_s3_and_stops_at_its_limits(store: DynamoThreadStore) -> None:
+    # Given a thread of a message, a 300 KB result (kept in S3), and 30 results of 20 KB (kept inline)
+    big = ToolResult(
+        at=T0, data=ToolResultData(call_id="call-1", intent="list_git_tags", result="z" * 300_000)
+    )
+    inline = [
+        ToolResult(
+            at=T0, data=ToolResultData(call_id=f"call-{n}", intent="list_git_tags", result="y" * 20_000)
+        )
+        for n in range(2, 32)
+    ]
+    store.create(meta("t-page"), [message("fetch the logs"), big, *inline])
+
+    # When it is read a page at a time, with a count limit and a byte budget of 100 KB
+    first = store.events_page("t-page", -1, limit=3, max_bytes=10_000_000)
+    second = store.events_page("t-page", 2, limit=100, max_bytes=100_000)
+    last = store.events_page("t-page", 31, limit=100, max_bytes=100_000)
+
+    # Then the first page stops at its count, and points at the S3 copy instead of reading it
+    assert [seq for seq, _ in first.items] == [0, 1, 2] and first.more
+    _, pointer = first.items[1]
+    assert isinstance(pointer, OffloadedEvent) and pointer.type == "tool_result"
+    body = requests.get(pointer.payload.url, timeout=30).content
+    assert (
+        len(body) == pointer.payload.size_bytes and hashlib.sha256(body).hexdigest() == pointer.payload.sha256
+    )
+    assert parse_event(body) == big
+    # And the second stops within its byte budget, the last one finds nothing more
+    assert [seq for seq, _ in second.items] == [3, 4, 5, 6] and second.more
+    assert second.items[0][1] == inline[1]
+    assert last.items == [] and not last.more
+    # And an unknown thread is not an empty page
+    with pytest.raises(ThreadNotFound):
+        store.events_page("t-none", -1, limit=100, max_bytes=100_000)
 
 
 def test_a_tampered_payload_is_reported_not_returned(

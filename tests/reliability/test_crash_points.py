@@ -8,7 +8,7 @@ is done by the fake deployment service, which honours the executor's Idempotency
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,9 @@ from tests.reliability.support import deploys
 from twelvefactor import runtime
 from twelvefactor.adapters.ports import ThreadMeta
 from twelvefactor.core.events import Event, ToolCall, ToolCallData, ToolResult, UserMessage, UserMessageData
+from twelvefactor.core.ports import ChatMessage, ModelReply
 from twelvefactor.core.state import ThreadStatus
+from twelvefactor.core.tools import IntentSet
 from twelvefactor.local.scripted import ScriptedModel
 
 pytestmark = [pytest.mark.scenario("Crash points"), pytest.mark.integration]
@@ -136,14 +138,24 @@ def test_a_crash_after_the_tool_ran_does_not_run_it_twice(stack: Stack, cases: C
     assert [execution["status"] for execution in stack.executions()] == ["SUCCEEDED"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A reducer that keeps failing after its tool ran (beyond Step Functions' retries) is escalated "
-        "with the call left without a result; once a person answers, the model is asked again and a "
-        "repeated call gets a new call id, hence a new idempotency key, so the tool can run twice. "
-        "The pending call should be settled (re-run under its own key) before the model is asked."
-    ),
+class DeploysUntilItSeesADeploy:
+    """A model that does what its prompt says is still to do: it deploys while the thread it is shown
+    holds no deploy's result, and finishes once it does (the port the real adapter implements)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Sequence[ChatMessage]] = []
+
+    def decide(self, messages: Sequence[ChatMessage], intents: IntentSet) -> ModelReply:
+        self.calls.append(messages)
+        deployed = any("deployment_id" in message["content"] for message in messages)
+        return ModelReply(content=DONE if deployed else DEPLOY_STAGING)
+
+
+@pytest.mark.fixes(
+    "A reducer that kept failing after its tool ran was escalated with the call left without a "
+    "result; once a person answered, the model was asked again and a repeated call got a new call "
+    "id, hence a new idempotency key, so the tool could run twice. A call cleared to run and never "
+    "settled now keeps the thread tool_pending: it is re-run under its own key before the model."
 )
 def test_a_call_left_without_result_by_an_escalated_failure_does_not_run_twice(
     stack: Stack, cases: Cases
@@ -154,7 +166,8 @@ def test_a_call_left_without_result_by_an_escalated_failure_does_not_run_twice(
     arguments = {"tag": "v1.2.3", "environment": "staging"}
     opening = UserMessage(at=AT, data=UserMessageData(text="Deploy the backend to staging"))
     call = ToolCall(at=AT, data=ToolCallData(call_id="call-1", intent="deploy_backend", arguments=arguments))
-    stack.script(DEPLOY_STAGING, DONE)
+    model = DeploysUntilItSeesADeploy()
+    runtime.reset(llm=model)
     stack.store.create(ThreadMeta(thread_id="crashed", agent="deploybot", created_at=AT), [opening, call])
     httpx.post(
         f"{stack.deploy_service_url}/deploys",
@@ -168,10 +181,24 @@ def test_a_call_left_without_result_by_an_escalated_failure_does_not_run_twice(
     }
     assert stack.invoke("ReducerFunction", failure)["status"] == "waiting"
 
-    # When a person answers the escalation and the thread runs on, with a model that deploys again
+    # When a person answers the escalation and the thread runs on, with a model that deploys
+    # whenever its prompt shows no deploy's result
     assert stack.api(api_event("api-respond-text", thread_id="crashed")).status == 202
-    stack.wait_for("crashed", ThreadStatus.DONE)
+    finished = stack.wait_for("crashed", ThreadStatus.DONE)
     cases.add()
 
-    # Then the deploy ran once
-    assert len(deploys(stack.deploy_service_url)) == 1
+    # Then the deploy ran once: the pending call was settled under its own key (the service replayed
+    # its first answer) before the model was asked, so the model saw the deploy and finished
+    assert [d["deployment_id"] for d in deploys(stack.deploy_service_url)] == ["dep-0001"]
+    assert [event.type for event in finished.events] == [
+        "user_message",
+        "tool_call",
+        "escalation",
+        "human_response",
+        "tool_result",
+        "done",
+    ]
+    result = finished.events[4]
+    assert isinstance(result, ToolResult) and result.data.call_id == "call-1"
+    assert result.data.result["deployment_id"] == "dep-0001"
+    assert len(model.calls) == 1

@@ -8,12 +8,15 @@ every execution's input, output and history payloads, and the thread as rendered
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import boto3
 import pytest
+import requests  # moto answers the presigned URLs it is sent (httpx would go to the network)
 
 from tests.integration.conftest import REGION
 from tests.integration.stack import Stack, api_event, intent
@@ -226,33 +229,73 @@ def test_a_5000_event_thread_steps_within_every_limit(
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GET /threads/{id} (and /events) answers with every event, offloaded payloads read back from S3 "
-        "and inlined: a thread with a few large tool results exceeds Lambda's 6 MB response limit and "
-        "API Gateway answers 502. The routes need a page size (and pointers instead of payloads)."
-    ),
+def _read_whole_thread(stack: Stack, thread_id: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """What a client does: GET the thread, follow `next_after` through /events, and fetch every
+    pointed-at event from its presigned URL. Returns the events read and each response's size."""
+    sizes: list[int] = []
+
+    def call(event: dict[str, Any]) -> dict[str, Any]:
+        result = stack.invoke("ApiFunction", event)
+        assert result["statusCode"] == 200, result
+        sizes.append(len(json.dumps(result).encode()))  # what Lambda returns: the whole proxy response
+        body: dict[str, Any] = json.loads(result["body"])
+        return body
+
+    page = call(api_event("api-get", thread_id=thread_id))
+    read = list(page["events"])
+    while page["next_after"] is not None:
+        page = call(api_event("api-events", thread_id=thread_id, query={"after": str(page["next_after"])}))
+        read += page["events"]
+    return [_fetched_if_pointer(item) for item in read], sizes
+
+
+def _fetched_if_pointer(item: dict[str, Any]) -> dict[str, Any]:
+    if "data" in item:
+        return item
+    fetched = requests.get(item["payload"]["url"], timeout=30)
+    assert fetched.status_code == 200
+    assert len(fetched.content) == item["payload"]["size_bytes"]
+    assert hashlib.sha256(fetched.content).hexdigest() == item["payload"]["sha256"]
+    return {"seq": item["seq"], **fetched.json()}
+
+
+@pytest.mark.fixes(
+    "GET /threads/{id} (and /events) answered with every event, offloaded payloads read back from S3 "
+    "and inlined: a thread with a few large tool results passed Lambda's 6 MB response limit and API "
+    "Gateway answered 502. Pages are now cut at a count and a byte budget with a next_after cursor, "
+    "and an event stored in S3 is answered as a pointer with a presigned URL."
 )
 def test_reading_a_thread_with_large_results_stays_within_lambdas_response_limit(
     stack: Stack, cases: Cases
 ) -> None:
-    """A thread holding 21 tool results of 300 KB each (each offloaded to S3): reading it through
-    the Api function answers within Lambda's 6 MB synchronous response limit."""
-    # Given a thread with 21 large results in it
+    """A thread holding 21 tool results of 300 KB each (each offloaded to S3) and 60 of 26 KB (kept
+    inline): every answer of the Api function fits in Lambda's 6 MB synchronous response limit, and a
+    client following the cursor and the pointers reads the whole thread."""
+    # Given a thread with 21 large results and 60 medium ones in it
     stack.script()
     tags = {"tags": [{"name": f"v{n}", "commit": f"{n:0300x}"} for n in range(1_000)]}
+    medium = {"tags": [{"name": f"v{n}", "commit": f"{n:0300x}"} for n in range(80)]}
     events: list[Event] = [UserMessage(at=AT, data=UserMessageData(text="list the tags, again and again"))]
     events += [
         ToolResult(at=AT, data=ToolResultData(call_id=f"call-{n}", intent="list_git_tags", result=tags))
         for n in range(21)
     ]
+    events += [
+        ToolResult(at=AT, data=ToolResultData(call_id=f"call-m{n}", intent="list_git_tags", result=medium))
+        for n in range(60)
+    ]
     stack.store.create(ThreadMeta(thread_id="heavy", agent="deploybot", created_at=AT), events)
+    assert sum(len(json.dumps(dump_event(event))) for event in events) > LAMBDA_RESPONSE_LIMIT
 
-    # When a caller reads it
-    result = stack.invoke("ApiFunction", api_event("api-get", thread_id="heavy"))
+    # When a caller reads all of it
+    read, sizes = _read_whole_thread(stack, "heavy")
     cases.add()
 
-    # Then the answer fits in a Lambda response
-    assert result["statusCode"] == 200
-    assert len(result["body"].encode()) < LAMBDA_RESPONSE_LIMIT
+    # Then every answer fits in a Lambda response, the thread took more than one page,
+    assert max(sizes) < LAMBDA_RESPONSE_LIMIT
+    assert len(sizes) > 1
+    # and the client got every event, whole and in order
+    assert [item["seq"] for item in read] == list(range(len(events)))
+    assert [{k: v for k, v in item.items() if k != "seq"} for item in read] == [
+        dump_event(event) for event in stack.thread("heavy").events
+    ]

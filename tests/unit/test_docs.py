@@ -17,9 +17,12 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from twelvefactor import cli, settings
+from twelvefactor.adapters.ports import StoredPayload
 from twelvefactor.core.events import Event
 from twelvefactor.core.state import ThreadStatus
 from twelvefactor.local.template import api_routes, load_template
+from twelvefactor.triggers import api
+from twelvefactor.triggers.api import ThreadSummary
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -163,6 +166,23 @@ def test_every_api_route_is_in_architecture_md() -> None:
     missing = sorted(route for route in routes if route not in text)
     # Then none is missing
     assert missing == []
+
+
+def test_every_field_of_a_thread_read_is_in_architecture_md() -> None:
+    # Given the fields a client meets when it reads a thread: pages, the cursor and event pointers
+    models = (api.ThreadView, api.EventsPage, api.EventPointer, StoredPayload)
+    fields = {name for model in models for name in model.model_fields} - set(ThreadSummary.model_fields)
+    assert {"next_after", "payload", "url", "sha256"} <= fields
+    # When architecture.md is searched for each as code, and for the page's limits
+    text = ARCHITECTURE.read_text()
+    missing = sorted(name for name in fields if not documented(name, text) and f'"{name}"' not in text)
+    # Then none is missing, and the byte budget is named where it is set
+    assert not missing, f"architecture.md does not describe: {missing}"
+    assert (
+        "`PAGE_BYTES`" in text
+        and f"1..{api.MAX_PAGE_EVENTS}" in text
+        and f"default {api.PAGE_EVENTS}" in text
+    )
 
 
 def test_every_state_of_the_state_machine_is_in_architecture_md() -> None:

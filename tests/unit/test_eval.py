@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Collection, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -696,20 +696,23 @@ def test_replay_catches_a_model_that_now_decides_differently(
 
 
 class _ThreadApi(BaseHTTPRequestHandler):
-    """Stands in for the stack's GET /threads/{id}, answering with the API's ThreadView shape."""
+    """Stands in for the stack's GET /threads/{id} and GET /threads/{id}/events, answering in the
+    API's shapes: the view holds the first page of events, the rest follow the `next_after` cursor."""
 
-    body: bytes = b""
+    pages: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def do_GET(self) -> None:
-        if self.path != "/threads/thread-42":
+        page = self.pages.get(self.path)
+        if page is None:
             self.send_response(404)
             self.end_headers()
             return
+        body = json.dumps(page).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(self.body)
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -718,10 +721,20 @@ class _ThreadApi(BaseHTTPRequestHandler):
 def test_replay_fetches_a_thread_by_id_from_the_api(
     llm_env: pytest.MonkeyPatch, real_thread: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given the thread served by an API in its ThreadView shape
+    # Given the thread served by an API in two pages: the ThreadView with its first three events and
+    # a cursor, then the rest from /events
     thread = json.loads(real_thread.read_text())
-    view = {"thread_id": thread["id"], "agent": thread["agent"], "status": "done", "events": thread["events"]}
-    handler = type("Handler", (_ThreadApi,), {"body": json.dumps(view).encode()})
+    events = [{"seq": seq, **event} for seq, event in enumerate(thread["events"])]
+    view = {"thread_id": thread["id"], "agent": thread["agent"], "status": "done"}
+    pages = {
+        "/threads/thread-42": {**view, "events": events[:3], "next_after": 2},
+        "/threads/thread-42/events?after=2": {
+            "thread_id": "thread-42",
+            "events": events[3:],
+            "next_after": None,
+        },
+    }
+    handler = type("Handler", (_ThreadApi,), {"pages": pages})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     serving.start()

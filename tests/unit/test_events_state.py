@@ -209,6 +209,8 @@ def test_a_thread_id_cannot_carry_key_separators() -> None:
             ThreadStatus.AWAITING_CALLBACK,
         ),
         ([user(), tool_error()], ThreadStatus.READY),
+        ([user(), call(), escalation(), human_response()], ThreadStatus.TOOL_PENDING),
+        ([user(), call(), approval_requested(), escalation(), human_response()], ThreadStatus.READY),
         ([user(), done()], ThreadStatus.DONE),
         ([user(), done(), user("and the frontend?")], ThreadStatus.READY),
         ([user(), human_request(), cancelled()], ThreadStatus.CANCELLED),

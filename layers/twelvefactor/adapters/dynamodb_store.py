@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from boto3.dynamodb.conditions import Key
 from boto3.dynamodb.types import TypeDeserializer
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core import state
@@ -56,7 +57,16 @@ from ..core.channels import ChannelRef
 from ..core.errors import ThreadNotFound
 from ..core.events import Event, Thread, UserMessage, dump_event, parse_event
 from ..settings import StoreSettings
-from .ports import ConcurrentAppend, PendingWait, StorageError, ThreadExists, ThreadMeta
+from .ports import (
+    ConcurrentAppend,
+    EventsSlice,
+    OffloadedEvent,
+    PendingWait,
+    StorageError,
+    StoredPayload,
+    ThreadExists,
+    ThreadMeta,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -76,6 +86,14 @@ MAX_EVENTS_PER_APPEND = 99
 MAX_APPEND_ATTEMPTS = 40
 MAX_BACKOFF_SECONDS = 0.1
 CONFLICT_RETRIES = 3
+# Links to payloads must be SigV4 and name the bucket's regional endpoint: a default client signs
+# them SigV2 against the global endpoint, which the bucket's region may refuse.
+S3_CLIENT_CONFIG = Config(signature_version="s3v4", s3={"addressing_style": "virtual"})
+# How long a page's link to an event kept in S3 works: long enough to read a page's worth of them,
+# short enough that a leaked link soon stops working.
+PAYLOAD_URL_SECONDS = 900
+# The page's own keys around a pointer ("seq", "type", "payload"), counted towards its byte budget.
+POINTER_OVERHEAD_BYTES = 64
 
 Item = Mapping[str, Any]
 
@@ -120,7 +138,7 @@ class DynamoThreadStore:
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> DynamoThreadStore:
         table = boto3.resource("dynamodb").Table(settings.threads_table)
-        return cls(table, settings.payload_bucket, boto3.client("s3"), settings)
+        return cls(table, settings.payload_bucket, boto3.client("s3", config=S3_CLIENT_CONFIG), settings)
 
     # --- threads and events -------------------------------------------------------------------
 
@@ -207,6 +225,27 @@ class DynamoThreadStore:
         if not found_meta:
             raise ThreadNotFound(thread_id)
         return events
+
+    def events_page(self, thread_id: str, after_seq: int, *, limit: int, max_bytes: int) -> EventsSlice:
+        """A bounded page for readers outside the loop (the API): events kept in S3 are named, not
+        read, so a page costs one Query however large the payloads are."""
+        start = _event_sk(max(after_seq + 1, 0))
+        items: list[tuple[int, Event | OffloadedEvent]] = []
+        size = 0
+        for item in self._query_partition(thread_id, Key("sk").between(start, META)):
+            sk = str(item["sk"])
+            if not sk.startswith(EVENT_PREFIX):
+                if sk == META or items:  # past the events: the thread exists
+                    return EventsSlice(items, more=False)
+                continue
+            entry, entry_size = self._page_entry(item)
+            if items and (len(items) == limit or size + entry_size > max_bytes):
+                return EventsSlice(items, more=True)
+            items.append((_seq_of(sk), entry))
+            size += entry_size
+        if not items:
+            raise ThreadNotFound(thread_id)
+        return EventsSlice(items, more=False)
 
     def set_channel(self, thread_id: str, channel: ChannelRef) -> None:
         try:
@@ -405,6 +444,25 @@ class DynamoThreadStore:
                 }
             )
         return puts, uploaded
+
+    def _page_entry(self, item: Item) -> tuple[Event | OffloadedEvent, int]:
+        """An event item as a page shows it, and about how many bytes of JSON it adds to the page."""
+        if "event" in item:
+            text = str(item["event"])
+            return parse_event(text), len(text.encode())
+        key = str(item["payload_key"])
+        with _storage_errors("GeneratePresignedUrl"):
+            url = self._s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=PAYLOAD_URL_SECONDS
+            )
+        payload = StoredPayload(
+            size_bytes=int(item["payload_bytes"]),
+            sha256=str(item["payload_sha256"]),
+            url=url,
+            expires_at=datetime.now(UTC) + timedelta(seconds=PAYLOAD_URL_SECONDS),
+        )
+        entry = OffloadedEvent(type=str(item["type"]), payload=payload)
+        return entry, len(entry.model_dump_json()) + POINTER_OVERHEAD_BYTES
 
     def _event_from(self, item: Item) -> Event:
         if "event" in item:

@@ -6,6 +6,7 @@ implement them, and tests can run the handlers against moto with the real implem
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -56,6 +57,33 @@ class PendingWait(BaseModel):
     deadline: datetime
 
 
+class StoredPayload(BaseModel):
+    """An event kept whole in S3 because it is large: a presigned GET answers its JSON until
+    `expires_at`, and its size and SHA-256 let the reader check what it got."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    size_bytes: int
+    sha256: str
+    url: str
+    expires_at: datetime
+
+
+class OffloadedEvent(BaseModel):
+    """What a page of events holds in place of an event kept in S3: its type and where it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+    payload: StoredPayload
+
+
+@dataclass(frozen=True)
+class EventsSlice:
+    """Events in order from a sequence number on, cut at a count or a byte budget."""
+
+    items: list[tuple[int, Event | OffloadedEvent]]
+    more: bool  # the cut left events out: ask again after the last one here
+
+
 class ThreadStore(Protocol):
     def create(self, meta: ThreadMeta, events: list[Event]) -> None:
         """Create META and the first events atomically; ThreadConflict-free: fails if it exists."""
@@ -71,6 +99,10 @@ class ThreadStore(Protocol):
         """
 
     def events_after(self, thread_id: str, after_seq: int) -> list[tuple[int, Event]]: ...
+
+    def events_page(self, thread_id: str, after_seq: int, *, limit: int, max_bytes: int) -> EventsSlice:
+        """At most `limit` events after `after_seq` and about `max_bytes` of their JSON (always at
+        least one); an event kept in S3 comes as an `OffloadedEvent`, never read. Raises ThreadNotFound."""
 
     def set_channel(self, thread_id: str, channel: ChannelRef) -> None: ...
 

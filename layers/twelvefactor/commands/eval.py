@@ -7,10 +7,10 @@ pass rate is below its threshold (``evals/<agent>/config.yaml``), 2 when the cas
 cannot be used, so a prompt change can gate a deploy.
 
 ``--from-thread`` turns a real thread into one case per decision the model made: a file written
-by ``dump_thread`` or saved from ``GET /threads/{id}``, or a thread id fetched from the API at
-``--api-url`` (default ``TWELVEFACTOR_API_URL``). ``--write DIR`` saves the cases as files instead
-of running them. ``--export-threads DIR`` writes each case's thread as a file for ``twelvefactor
-prompt render --thread``.
+by ``dump_thread`` or saved from ``GET /threads/{id}`` (its first page of events), or a thread id
+fetched whole from the API at ``--api-url`` (default ``TWELVEFACTOR_API_URL``). ``--write DIR``
+saves the cases as files instead of running them. ``--export-threads DIR`` writes each case's
+thread as a file for ``twelvefactor prompt render --thread``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 import agents
+from twelvefactor.commands.threads import ApiError, ThreadsApi
 from twelvefactor.core.agent import Agent, AgentRegistry
 from twelvefactor.core.errors import UnknownAgent
 from twelvefactor.core.events import Thread, ThreadId, dump_thread
@@ -249,16 +250,19 @@ def load_thread(source: str, api_url: str | None) -> Thread:
         thread_id = _THREAD_ID.validate_python(source)
     except ValidationError:
         raise CaseError(f"{source!r} is neither a file nor a thread id") from None
-    url = f"{api_url.rstrip('/')}/threads/{thread_id}"
+    api = ThreadsApi(api_url)
     try:
-        response = httpx.get(url, timeout=30, headers={"Accept": "application/json"})
-    except httpx.HTTPError as error:
-        raise CaseError(f"could not fetch {url}: {error}") from None
-    if response.status_code == httpx.codes.NOT_FOUND:
-        raise CaseError(f"no thread {thread_id} at {api_url}")
-    if response.is_error:
-        raise CaseError(f"{url} answered {response.status_code}: {response.text[:300]}")
-    return thread_from_document(response.content, url)
+        # Page by page, large events from their payload URLs: a saved GET /threads/{id} holds only
+        # the first page.
+        return api.thread(thread_id)
+    except ApiError as error:
+        if error.status_code == httpx.codes.NOT_FOUND:
+            raise CaseError(f"no thread {thread_id} at {api_url}") from None
+        raise CaseError(f"could not fetch thread {thread_id}: {error}") from None
+    except ValidationError as error:
+        raise CaseError(f"thread {thread_id} from {api_url} is not a thread: {error}") from None
+    finally:
+        api.close()
 
 
 def thread_from_document(raw: bytes, where: str) -> Thread:

@@ -13,6 +13,7 @@ command does not make; it is meant for the local stack.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -34,6 +35,7 @@ from twelvefactor.core.events import (
     Event,
     HumanRequest,
     HumanResponse,
+    Thread,
     ToolCall,
     ToolDispatched,
     ToolResult,
@@ -50,6 +52,10 @@ _POLL_SECONDS = 0.5
 
 class ApiError(RuntimeError):
     """The API refused a request or could not be reached; the message is meant for a person."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code  # the API's answer, None when it was not reached
 
 
 @dataclass(frozen=True)
@@ -84,13 +90,59 @@ class ThreadsApi:
         return found
 
     def events(self, thread_id: str, after: int = -1) -> list[SequencedEvent]:
-        """Events with a sequence number above ``after``, each validated as an event."""
-        page = self._call("GET", f"/threads/{thread_id}/events", params={"after": after})
-        return [_sequenced(raw) for raw in page["events"]]
+        """Every event with a sequence number above ``after``, each validated as an event: page after
+        page while the API says more follow, large events fetched from where their pointer says."""
+        found: list[SequencedEvent] = []
+        cursor: int | None = after
+        while cursor is not None:
+            page = self._call("GET", f"/threads/{thread_id}/events", params={"after": cursor})
+            found += [self._sequenced(raw) for raw in page["events"]]
+            cursor = self._next_cursor(page, cursor)
+        return found
+
+    def thread(self, thread_id: str) -> Thread:
+        """The whole thread: its view's first page, then the rest by cursor."""
+        view = self.get(thread_id)
+        events = [self._sequenced(raw) for raw in view["events"]]
+        cursor = self._next_cursor(view, -1)
+        if cursor is not None:
+            events += self.events(thread_id, cursor)
+        return Thread(id=view["thread_id"], agent=view["agent"], events=tuple(item.event for item in events))
 
     def respond(self, thread_id: str, reply: dict[str, Any]) -> str:
         status: str = self._call("POST", f"/threads/{thread_id}/responses", json=reply)["status"]
         return status
+
+    def _sequenced(self, raw: dict[str, Any]) -> SequencedEvent:
+        fields = dict(raw)
+        seq = int(fields.pop("seq"))
+        if "data" not in fields and isinstance(fields.get("payload"), dict):
+            return SequencedEvent(seq, self._fetch_payload(seq, fields["payload"]))
+        return SequencedEvent(seq, parse_event(fields))
+
+    def _fetch_payload(self, seq: int, payload: dict[str, Any]) -> Event:
+        """A large event, from the presigned URL its pointer gives (S3's, not the API's)."""
+        try:
+            response = self._client.get(str(payload["url"]))
+        except httpx.TransportError as error:
+            raise ApiError(f"cannot fetch event #{seq} from its payload URL ({error})") from error
+        if response.status_code >= 400:
+            raise ApiError(
+                f"event #{seq}: its payload URL answered {response.status_code}", response.status_code
+            )
+        if hashlib.sha256(response.content).hexdigest() != payload.get("sha256"):
+            raise ApiError(f"event #{seq}: the payload fetched does not match its SHA-256")
+        return parse_event(response.content)
+
+    @staticmethod
+    def _next_cursor(page: dict[str, Any], cursor: int) -> int | None:
+        """Where the next page starts; None when this one ended the thread (or the API is older)."""
+        following = page.get("next_after")
+        if following is None:
+            return None
+        if int(following) <= cursor:
+            raise ApiError(f"the API's cursor went back from {cursor} to {following}")
+        return int(following)
 
     def _call(self, method: str, path: str, **options: Any) -> Any:
         try:
@@ -100,14 +152,10 @@ class ThreadsApi:
                 f"cannot reach the API at {self.base_url} ({error}); is `twelvefactor local up` running?"
             ) from error
         if response.status_code >= 400:
-            raise ApiError(f"{method} {path} answered {response.status_code}: {_reason(response)}")
+            raise ApiError(
+                f"{method} {path} answered {response.status_code}: {_reason(response)}", response.status_code
+            )
         return response.json()
-
-
-def _sequenced(raw: dict[str, Any]) -> SequencedEvent:
-    fields = dict(raw)
-    seq = int(fields.pop("seq"))
-    return SequencedEvent(seq, parse_event(fields))
 
 
 def _reason(response: httpx.Response) -> str:

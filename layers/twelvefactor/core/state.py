@@ -29,7 +29,9 @@ from .events import (
 
 class ThreadStatus(StrEnum):
     READY = "ready"  # the model decides the next step
-    TOOL_PENDING = "tool_pending"  # a decided (or approved) tool call waits to be executed or dispatched
+    # A decided (or approved) tool call waits to be executed or dispatched, or one that was cleared to
+    # run never got its outcome recorded (its reducer failed for good) and must be settled first.
+    TOOL_PENDING = "tool_pending"
     AWAITING_APPROVAL = "awaiting_approval"
     AWAITING_HUMAN = "awaiting_human"  # a question or an escalation waits for a person
     AWAITING_CALLBACK = "awaiting_callback"  # an async tool's result arrives through a callback
@@ -77,27 +79,40 @@ def status(events: Sequence[Event]) -> ThreadStatus:
             return ThreadStatus.TOOL_PENDING
         case ToolDispatched():
             return ThreadStatus.AWAITING_CALLBACK
-        case Approval(data=decision) if decision.approved:
-            return ThreadStatus.TOOL_PENDING
-        case _:
-            return ThreadStatus.READY
+    # A call just decided or approved is unsettled, and so is one whose reducer died after running
+    # it, however many answers and messages came since: it runs (again, under its own call id and
+    # so its own idempotency key) before the model is asked anything.
+    return ThreadStatus.TOOL_PENDING if unsettled_tool_call(events) is not None else ThreadStatus.READY
 
 
 def pending_tool_call(events: Sequence[Event]) -> ToolCall | None:
-    """The tool call to run now: one just decided, or the one a human just approved."""
+    """The tool call to run now: one just decided, one a human just approved, or one left unsettled."""
     if status(events) is not ThreadStatus.TOOL_PENDING:
         return None
-    last = events[-1]
-    if isinstance(last, ToolCall):
-        return last
-    assert isinstance(last, Approval)
-    return find_tool_call(events, last.data.call_id)
+    return unsettled_tool_call(events)
 
 
-def find_tool_call(events: Sequence[Event], call_id: str) -> ToolCall | None:
+def unsettled_tool_call(events: Sequence[Event]) -> ToolCall | None:
+    """The latest tool call if it was cleared to run (no approval needed, or approved) and nothing
+    records its outcome: no result, no dispatch, no error, no rejection.
+
+    Only the latest call can be unsettled: the model is never asked while a call is pending."""
+    settled: set[str] = set()
+    gated: set[str] = set()
+    approved: set[str] = set()
     for event in reversed(events):
-        if isinstance(event, ToolCall) and event.data.call_id == call_id:
-            return event
+        match event:
+            case ToolCall(data=call):
+                cleared = call.call_id not in gated or call.call_id in approved
+                return event if cleared and call.call_id not in settled else None
+            case ToolResult(data=outcome) | ToolDispatched(data=outcome):
+                settled.add(outcome.call_id)
+            case Error(data=error) if error.call_id is not None:
+                settled.add(error.call_id)
+            case ApprovalRequested(data=request):
+                gated.add(request.call_id)
+            case Approval(data=decision):
+                (approved if decision.approved else settled).add(decision.call_id)
     return None
 
 

@@ -32,13 +32,29 @@ from pydantic import (
     model_validator,
 )
 
-from ..adapters.ports import ConcurrentAppend, StorageError, ThreadMeta, WorkflowError
+from ..adapters.ports import (
+    ConcurrentAppend,
+    OffloadedEvent,
+    StorageError,
+    StoredPayload,
+    ThreadMeta,
+    ThreadStore,
+    WorkflowError,
+)
 from ..adapters.webhook import SignatureRejected, UnknownCallback
 from ..core import state
 from ..core.channels import ChannelRef, NoReplyRef, WebhookRef
 from ..core.errors import NotWaiting, ThreadNotFound, TwelvefactorError, UnknownAgent
 from ..core.events import IntentName, Thread, ThreadId, dump_event
 from ..core.replies import ApprovalReply, TextReply
+
+# A page of events holds this many by default, and at most MAX_PAGE_EVENTS.
+PAGE_EVENTS = 100
+MAX_PAGE_EVENTS = 500
+# About this many bytes of event JSON per page, plus at most one event stored inline (those are under
+# the offload threshold, at most 350 KB): even if JSON escaping triples it, and the Lambda proxy
+# response escapes it again, the answer stays under Lambda's 6 MB synchronous response limit.
+PAGE_BYTES = 1_000_000
 
 # Path and header shapes, checked before anything is looked up.
 THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -86,26 +102,64 @@ class ThreadSummary(BaseModel):
         return cls(thread_id=meta.thread_id, agent=meta.agent, created_at=meta.created_at, channel=channel)
 
 
+class EventPointer(BaseModel):
+    """An event stored in S3 because it is large, in place of the event itself: GET `payload.url`
+    (presigned: no credentials needed, until `payload.expires_at`) answers the event's JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+    seq: int
+    type: str
+    payload: StoredPayload
+
+
+EVENTS_DESCRIPTION = (
+    "The thread's events in order, each with its `seq`: the event itself, or an EventPointer for an "
+    "event kept in S3 because it is large."
+)
+NEXT_AFTER_DESCRIPTION = (
+    "More events follow: ask GET /threads/{id}/events?after=<next_after>. Null when this page ends "
+    "with the last event stored so far."
+)
+
+
+class EventsPage(BaseModel):
+    thread_id: ThreadId
+    events: list[EventPointer | dict[str, Any]] = Field(description=EVENTS_DESCRIPTION)
+    next_after: int | None = Field(description=NEXT_AFTER_DESCRIPTION)
+
+    @classmethod
+    def read(cls, store: ThreadStore, thread_id: str, after: int, limit: int = PAGE_EVENTS) -> EventsPage:
+        """A page within Lambda's response limit, however large the thread or its events."""
+        found = store.events_page(thread_id, after, limit=limit, max_bytes=PAGE_BYTES)
+        events: list[EventPointer | dict[str, Any]] = [
+            EventPointer(seq=seq, type=item.type, payload=item.payload)
+            if isinstance(item, OffloadedEvent)
+            else {"seq": seq, **dump_event(item)}
+            for seq, item in found.items
+        ]
+        next_after = found.items[-1][0] if found.more else None
+        return cls(thread_id=thread_id, events=events, next_after=next_after)
+
+
 class ThreadView(ThreadSummary):
+    """A thread's state and its first page of events (the rest: GET /threads/{id}/events)."""
+
     status: state.ThreadStatus
     total_tokens: int
     last_seq: int
-    events: list[dict[str, Any]]
+    events: list[EventPointer | dict[str, Any]] = Field(description=EVENTS_DESCRIPTION)
+    next_after: int | None = Field(description=NEXT_AFTER_DESCRIPTION)
 
     @classmethod
-    def of_thread(cls, meta: ThreadMeta, thread: Thread) -> ThreadView:
+    def of_thread(cls, meta: ThreadMeta, thread: Thread, first_page: EventsPage) -> ThreadView:
         return cls(
             **ThreadSummary.of(meta).model_dump(),
             status=state.status(thread.events),
             total_tokens=state.total_tokens(thread.events),
             last_seq=meta.last_seq,
-            events=[dump_event(event) for event in thread.events],
+            events=first_page.events,
+            next_after=first_page.next_after,
         )
-
-
-class EventsPage(BaseModel):
-    thread_id: ThreadId
-    events: list[dict[str, Any]]  # each event with its "seq"; ask again with ?after=<last seq>
 
 
 class Unauthenticated(TwelvefactorError):
