@@ -292,6 +292,29 @@ def test_a_button_value_naming_no_valid_thread_is_a_bad_request() -> None:
         slack.parse(verify(signed(_with_payload({"actions": [action]}))))
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"container": True},
+        {"container": "C123", "channel": None},
+        {"channel": 5},
+        {"message": 1, "container": {"channel_id": "C123"}},
+        {"team": ["T1"]},
+        {"actions": ["approve"]},
+    ],
+    ids=["container-bool", "container-text", "channel-number", "message-number", "team-list", "action-text"],
+)
+def test_a_block_actions_payload_with_parts_of_the_wrong_type_is_a_bad_request(
+    change: dict[str, Any],
+) -> None:
+    # Given a signed click whose parts have JSON types Slack never sends (found by the hostile fuzz
+    # suite: `"container": true` crashed the parser with an AttributeError, a 5xx)
+    request = verify(signed(_with_payload(change)))
+    # When it is parsed, Then it is refused as malformed, not crashed on
+    with pytest.raises(slack.InvalidRequest, match="malformed"):
+        slack.parse(request)
+
+
 def test_other_interactions_are_ignored() -> None:
     parsed = slack.parse(verify(signed(_with_payload({"type": "view_submission"}))))
     assert isinstance(parsed, slack.Ignored)

@@ -278,7 +278,9 @@ def _parse_interaction(body: bytes) -> SlackInbound:
         return Ignored(f"unhandled interaction {payload.get('type')!r}")
     try:
         return _button_click(payload)
-    except (KeyError, TypeError, IndexError, ValidationError) as exc:
+    # A part of the wrong JSON type (`"container": true`) fails as a KeyError, TypeError or
+    # AttributeError, depending on how it is read: all of them are a malformed payload.
+    except (KeyError, TypeError, IndexError, AttributeError, ValidationError) as exc:
         raise InvalidRequest(f"malformed block_actions payload: {exc}") from exc
 
 
