@@ -1,4 +1,7 @@
-"""What a trigger handler's cold start imports: never the X-Ray SDK by default, never openai.
+"""What a trigger handler's cold start imports: never the X-Ray SDK by default, openai or httpx.
+
+None of them sends HTTP itself (the Api function only verifies webhook signatures; Slack's Web API
+client is slack_sdk's, on urllib), so an HTTP client at import would be cold-start cost for nothing.
 
 Each handler is imported in a fresh interpreter, as Lambda does, so modules loaded by other tests
 cannot hide or fake an import. Timings are bench/cold_start.py's business; this checks which
@@ -20,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIGGERS = ("api", "slack", "email", "eventbridge")
-NEVER_AT_IMPORT = ("aws_xray_sdk", "openai")
+NEVER_AT_IMPORT = ("aws_xray_sdk", "openai", "httpx")
 # Settings the trigger handlers validate at import; values need only be well formed.
 HANDLER_ENVIRONMENT = {
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -62,12 +65,12 @@ def _loaded_after_import(handler: str, *, blocked: tuple[str, ...], environment:
 
 
 @pytest.mark.parametrize("handler", TRIGGERS)
-def test_a_trigger_handler_imports_from_the_default_layer_without_xray_or_openai(handler: str) -> None:
+def test_a_trigger_handler_imports_from_the_default_layer_without_xray_openai_or_httpx(handler: str) -> None:
     # Given the default layer, which has no X-Ray SDK, in Lambda with tracing left on (Tracing: Active)
     environment = {"LAMBDA_TASK_ROOT": str(ROOT / "functions" / handler)}
     # When the handler module is imported in a fresh interpreter
     loaded = _loaded_after_import(handler, blocked=("aws_xray_sdk",), environment=environment)
-    # Then it imports (no Tracer reaching for the missing SDK), and neither the SDK nor openai is loaded
+    # Then it imports (no Tracer reaching for the missing SDK), and loads none of the three
     assert loaded == []
 
 
@@ -77,5 +80,5 @@ def test_disabled_tracing_keeps_an_installed_xray_sdk_out_of_the_cold_start(hand
     environment = {"POWERTOOLS_TRACE_DISABLED": "true"}
     # When the handler module is imported in a fresh interpreter
     loaded = _loaded_after_import(handler, blocked=(), environment=environment)
-    # Then the SDK is not imported all the same, and neither is openai
+    # Then the SDK is not imported all the same, and neither is openai or httpx
     assert loaded == []
