@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools import Tracer
+from pydantic import ValidationError
 
 from twelvefactor import tracing
 
@@ -56,8 +57,9 @@ def test_a_malformed_trace_switch_is_an_error_naming_the_variable(monkeypatch: p
     # Given a value that is neither true nor false
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "sometimes")
     # When a handler asks for its tracer, then the cold start fails saying which variable is wrong
-    with pytest.raises(ValueError, match="POWERTOOLS_TRACE_DISABLED must be true or false, not 'sometimes'"):
+    with pytest.raises(ValidationError, match="POWERTOOLS_TRACE_DISABLED") as raised:
         tracing.tracer()
+    assert raised.value.errors()[0]["type"] == "bool_parsing"
 
 
 def test_the_no_op_tracer_leaves_decorated_functions_as_they_are() -> None:
