@@ -48,8 +48,10 @@ ARCH ?= x86_64
 validate: venv
 	SAM_CLI_TELEMETRY=0 $(BIN)/sam validate --lint
 
+# XRAY=1 builds the layer with the X-Ray SDK, for subsegments from inside the handlers (docs/deploying.md).
 build: venv
-	SAM_CLI_TELEMETRY=0 ARCHITECTURE=$(ARCH) $(BIN)/sam build --parameter-overrides Architecture=$(ARCH)
+	SAM_CLI_TELEMETRY=0 ARCHITECTURE=$(ARCH) LAYER_EXTRAS=$(if $(XRAY),xray) \
+		$(BIN)/sam build --parameter-overrides Architecture=$(ARCH)
 
 format: venv
 	$(BIN)/ruff format .

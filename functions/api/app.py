@@ -11,14 +11,14 @@ import json
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from twelvefactor import runtime
+from twelvefactor import runtime, tracing
 from twelvefactor.adapters import webhook
 from twelvefactor.settings import IdempotencySettings, StoreSettings, WebhookSettings, WorkflowSettings
 from twelvefactor.triggers.api import (
@@ -41,7 +41,7 @@ from twelvefactor.triggers.api import (
 )
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 metrics = Metrics(namespace="Twelvefactor")
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app, logger)

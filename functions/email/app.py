@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from twelvefactor import runtime
+from twelvefactor import runtime, tracing
 from twelvefactor.adapters.email_channel import EmailChannel
 from twelvefactor.adapters.ports import ChannelError
 from twelvefactor.core import state
@@ -24,7 +24,7 @@ from twelvefactor.settings import EmailSettings, IdempotencySettings, StoreSetti
 from twelvefactor.triggers import email as inbound_email
 
 logger = Logger(service="email")
-tracer = Tracer(service="email")
+tracer = tracing.tracer(service="email")
 metrics = Metrics(namespace="Twelvefactor")
 
 runtime.current().require(EmailSettings, StoreSettings, WorkflowSettings, IdempotencySettings)

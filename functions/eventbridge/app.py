@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from twelvefactor import runtime
+from twelvefactor import runtime, tracing
 from twelvefactor.adapters.webhook import UnknownCallback
 from twelvefactor.core.errors import NotWaiting
 from twelvefactor.settings import EventBridgeSettings, IdempotencySettings, StoreSettings, WorkflowSettings
 from twelvefactor.triggers.eventbridge import CallbackDetail, launch_message, parse_launch_rules
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 metrics = Metrics(namespace="Twelvefactor")
 runtime.current().require(StoreSettings, WorkflowSettings, IdempotencySettings, EventBridgeSettings)
 LAUNCH_RULES = parse_launch_rules(runtime.current().settings(EventBridgeSettings).launch_rules)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from twelvefactor import runtime
+from twelvefactor import runtime, tracing
 from twelvefactor.adapters.ports import WorkflowError
 from twelvefactor.core.errors import ThreadNotFound
 from twelvefactor.core.events import ThreadId
@@ -22,7 +22,7 @@ from twelvefactor.runtime import reason
 from twelvefactor.settings import StoreSettings, WaitSettings, WorkflowSettings
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 metrics = Metrics(namespace="Twelvefactor")
 # WorkflowSettings: an answer that beat the saved wait is handed back on this task's token, and if
 # that token is refused a new execution carries the thread on.

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from twelvefactor import runtime
+from twelvefactor import runtime, tracing
 from twelvefactor.core import state
 from twelvefactor.core.errors import ThreadNotFound
 from twelvefactor.core.events import Error, Escalation, ThreadId
@@ -22,7 +22,7 @@ from twelvefactor.runtime import reason
 from twelvefactor.settings import AgentSettings, LlmSettings, StoreSettings, WaitSettings
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()
 metrics = Metrics(namespace="Twelvefactor")
 runtime.current().require(StoreSettings, AgentSettings, LlmSettings, WaitSettings)
 

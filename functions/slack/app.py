@@ -11,12 +11,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from twelvefactor import runtime
+from twelvefactor import runtime, tracing
 from twelvefactor.adapters.ports import ChannelError, ConcurrentAppend
 from twelvefactor.core.channels import SlackRef
 from twelvefactor.core.errors import NotWaiting, ThreadNotFound, TwelvefactorError, UnknownAgent
@@ -25,7 +25,7 @@ from twelvefactor.settings import IdempotencySettings, SlackSettings, StoreSetti
 from twelvefactor.triggers import slack
 
 logger = Logger(service="slack")
-tracer = Tracer(service="slack")
+tracer = tracing.tracer(service="slack")
 metrics = Metrics(namespace="Twelvefactor")
 
 runtime.current().require(SlackSettings, StoreSettings, WorkflowSettings, IdempotencySettings)

@@ -246,7 +246,7 @@ class Runtime:
 
             return EmailChannel(self.client("sesv2"), from_address=self.settings(EmailSettings).from_address)
         if kind == "webhook":
-            from .adapters.webhook import WebhookChannel
+            from .adapters.webhook_channel import WebhookChannel
 
             return WebhookChannel(self.webhook_secret)
         return None

@@ -93,6 +93,11 @@ class EventBridgeSettings(_Settings):
     launch_rules: str = Field(default="Deployment Requested=deploybot", alias="EVENTBRIDGE_LAUNCH_RULES")
 
 
+class TracingSettings(_Settings):
+    # Powertools' own switch, read here too: true keeps the X-Ray SDK's import out of the cold start.
+    disabled: bool = Field(default=False, alias="POWERTOOLS_TRACE_DISABLED")
+
+
 class CliSettings(_Settings):
     # Where `twelvefactor threads` and `twelvefactor eval --from-thread` find the REST API.
     api_url: str | None = Field(default=None, alias="TWELVEFACTOR_API_URL")

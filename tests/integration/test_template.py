@@ -161,6 +161,44 @@ def test_built_layer_carries_the_runtime_dependencies_but_not_the_aws_sdk(built:
     assert {_requirement_name(requirement) for requirement in declared} <= installed
     assert not {"boto3", "botocore", "s3transfer"} & installed
     assert not (built / "TwelvefactorLayer" / "python" / "boto3").exists()
+    # And the X-Ray SDK, a cold-start cost, is left to the xray extra
+    assert "aws-xray-sdk" not in installed
+
+
+def _build_layer(artifacts: Path, **environment: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--makefile", str(ROOT / "layers" / "Makefile"), "build-TwelvefactorLayer"],
+        cwd=artifacts.parent,
+        env={**os.environ, "ARTIFACTS_DIR": str(artifacts), **environment},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_layer_built_with_the_xray_extra_carries_the_xray_sdk(tmp_path: Path) -> None:
+    # Given the layer's make target, asked for the xray extra as `make build XRAY=1` asks
+    artifacts = tmp_path / "artifacts"
+    # When it builds
+    result = _build_layer(artifacts, LAYER_EXTRAS="xray")
+    # Then the layer carries the X-Ray SDK beside the runtime dependencies, still without the AWS SDK
+    assert result.returncode == 0, result.stderr
+    installed = _distribution_names(artifacts / "python")
+    assert {"aws-xray-sdk", "aws-lambda-powertools", "pydantic"} <= installed
+    assert not {"boto3", "botocore", "s3transfer"} & installed
+
+
+def test_layer_build_refuses_an_extra_pyproject_does_not_define(tmp_path: Path) -> None:
+    # Given a misspelt extra
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    # When the layer's make target runs with it
+    result = _build_layer(artifacts, LAYER_EXTRAS="xary")
+    # Then it stops naming the extra, before installing anything
+    assert result.returncode != 0
+    assert "LAYER_EXTRAS names 'xary', which pyproject.toml does not define" in result.stderr
+    assert not list(artifacts.iterdir())
 
 
 def test_built_layer_carries_our_packages_and_prompts_at_the_lambda_paths(built: Path) -> None:

@@ -4,6 +4,9 @@ Outbound, a thread launched through the API with a ``callback_url`` hears back b
 inbound, ``POST /callbacks/{callback_id}`` only accepts a body signed with the same secret. The
 timestamp is part of what is signed and must be recent, so a captured request cannot be replayed
 later; the comparison is constant-time so the signature cannot be guessed byte by byte.
+
+Sending lives in `webhook_channel`: the Api function only verifies, and should not load an HTTP
+client at cold start to do so.
 """
 
 from __future__ import annotations
@@ -12,14 +15,10 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
-from ..core.channels import ChannelRef, Notification, WebhookRef
 from ..core.errors import TwelvefactorError
-from .ports import ChannelError
 
 SIGNATURE_HEADER = "X-Twelvefactor-Signature"
 TIMESTAMP_HEADER = "X-Twelvefactor-Timestamp"
@@ -79,35 +78,3 @@ def verify(
 def encode(payload: Mapping[str, Any]) -> bytes:
     """The exact bytes that are signed and sent: compact, key-sorted JSON."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-
-
-class WebhookChannel:
-    """A `HumanChannel` for API callers: the notification goes to their callback URL, signed.
-
-    The body carries the callback id, so the receiver answers at ``POST /callbacks/{callback_id}``.
-    """
-
-    def __init__(
-        self,
-        secret: str | None,
-        *,
-        client: httpx.Client | None = None,
-        timeout_seconds: float = 10.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._secret = secret
-        self._client = client or httpx.Client(timeout=timeout_seconds)
-        self._clock = clock
-
-    def send(self, ref: ChannelRef, notification: Notification) -> None:
-        if not isinstance(ref, WebhookRef):
-            raise ChannelError(f"WebhookChannel cannot deliver to a {ref.kind} channel")
-        if not self._secret:
-            # An unsigned POST would teach receivers to accept unsigned POSTs.
-            raise ChannelError("no webhook secret is configured; refusing to send unsigned")
-        body = encode(notification.model_dump(mode="json"))
-        headers = signed_headers(self._secret, body, now=self._clock())
-        try:
-            self._client.post(ref.url, content=body, headers=headers).raise_for_status()
-        except httpx.HTTPError as error:
-            raise ChannelError(f"webhook POST failed: {error}") from error
