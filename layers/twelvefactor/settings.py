@@ -7,20 +7,37 @@ template.yaml sets them and docs/configuration.md describes them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 OutputMode = Literal["json_schema", "json_object", "tools"]
 
 
-class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+class EnvironmentSettings(BaseModel):
+    """Settings read from the environment: each field from the variable its alias names, unless the
+    caller passes it. Every field here is a scalar and every variable is spelled as Lambda sets it,
+    which is all we used pydantic-settings for; it cost each function about 50 ms of cold start
+    (asyncio, argparse and dotenv among its imports) to do that."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_environment(cls, given: Any) -> Any:
+        if not isinstance(given, dict):
+            return given
+        found = dict(given)
+        for name, field in cls.model_fields.items():
+            alias = field.alias or name
+            if name not in found and alias not in found and alias in os.environ:
+                found[alias] = os.environ[alias]
+        return found
 
 
-class LlmSettings(_Settings):
+class LlmSettings(EnvironmentSettings):
     """Any OpenAI-compatible endpoint: OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp's server."""
 
     base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
@@ -34,7 +51,7 @@ class LlmSettings(_Settings):
     temperature: float = Field(default=0.0, ge=0, le=2, alias="LLM_TEMPERATURE")
 
 
-class AgentSettings(_Settings):
+class AgentSettings(EnvironmentSettings):
     prompts_dir: Path | None = Field(default=None, alias="PROMPTS_DIR")
     deploy_service_url: str = Field(default="http://127.0.0.1:8765", alias="DEPLOY_SERVICE_URL")
     payments_service_url: str = Field(default="http://127.0.0.1:8765", alias="PAYMENTS_SERVICE_URL")
@@ -42,7 +59,7 @@ class AgentSettings(_Settings):
     tool_timeout_seconds: float = Field(default=10.0, gt=0, le=60, alias="TOOL_TIMEOUT_SECONDS")
 
 
-class StoreSettings(_Settings):
+class StoreSettings(EnvironmentSettings):
     threads_table: str = Field(alias="THREADS_TABLE")
     payload_bucket: str = Field(alias="PAYLOAD_BUCKET")
     # Payloads above this many bytes go to S3 behind a pointer; DynamoDB items stay far below 400 KB.
@@ -50,20 +67,20 @@ class StoreSettings(_Settings):
     finished_thread_ttl_days: int = Field(default=30, ge=0, alias="FINISHED_THREAD_TTL_DAYS")
 
 
-class WorkflowSettings(_Settings):
+class WorkflowSettings(EnvironmentSettings):
     state_machine_arn: str = Field(alias="STATE_MACHINE_ARN")
 
 
-class WaitSettings(_Settings):
+class WaitSettings(EnvironmentSettings):
     # The deadline recorded on a pending wait; the template passes the state machine's TimeoutSeconds.
     wait_timeout_seconds: int = Field(default=86_400, gt=0, alias="WAIT_TIMEOUT_SECONDS")
 
 
-class IdempotencySettings(_Settings):
+class IdempotencySettings(EnvironmentSettings):
     idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE")
 
 
-class SlackSettings(_Settings):
+class SlackSettings(EnvironmentSettings):
     signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     signing_secret_arn: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET_ARN")
     bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
@@ -76,28 +93,28 @@ class SlackSettings(_Settings):
     operations_channel: str | None = Field(default=None, alias="SLACK_OPERATIONS_CHANNEL")
 
 
-class EmailSettings(_Settings):
+class EmailSettings(EnvironmentSettings):
     # Comma-separated addresses or @domains allowed to talk to agents by email.
     allowed_senders: str = Field(default="", alias="EMAIL_ALLOWED_SENDERS")
     from_address: str = Field(default="agent@example.com", alias="EMAIL_FROM_ADDRESS")
     default_agent: str = Field(default="deploybot", alias="EMAIL_DEFAULT_AGENT")
 
 
-class WebhookSettings(_Settings):
+class WebhookSettings(EnvironmentSettings):
     secret: SecretStr | None = Field(default=None, alias="WEBHOOK_SECRET")
     secret_arn: str | None = Field(default=None, alias="WEBHOOK_SECRET_ARN")
 
 
-class EventBridgeSettings(_Settings):
+class EventBridgeSettings(EnvironmentSettings):
     # Comma-separated "detail-type=agent" pairs; a detail-type not listed is ignored.
     launch_rules: str = Field(default="Deployment Requested=deploybot", alias="EVENTBRIDGE_LAUNCH_RULES")
 
 
-class TracingSettings(_Settings):
+class TracingSettings(EnvironmentSettings):
     # Powertools' own switch, read here too: true keeps the X-Ray SDK's import out of the cold start.
     disabled: bool = Field(default=False, alias="POWERTOOLS_TRACE_DISABLED")
 
 
-class CliSettings(_Settings):
+class CliSettings(EnvironmentSettings):
     # Where `twelvefactor threads` and `twelvefactor eval --from-thread` find the REST API.
     api_url: str | None = Field(default=None, alias="TWELVEFACTOR_API_URL")

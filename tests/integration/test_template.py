@@ -434,14 +434,12 @@ def test_notify_is_given_the_arn_of_the_state_machine_the_template_names(templat
 
 def test_every_function_variable_is_a_setting_the_code_reads(template: Template) -> None:
     # Given the environment variable names twelvefactor.settings declares
-    from pydantic_settings import BaseSettings
-
     from twelvefactor import settings
 
     declared = {
         field.alias
         for cls in vars(settings).values()
-        if isinstance(cls, type) and issubclass(cls, BaseSettings)
+        if isinstance(cls, type) and issubclass(cls, settings.EnvironmentSettings)
         for field in cls.model_fields.values()
         if field.alias
     }

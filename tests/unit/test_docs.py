@@ -14,7 +14,6 @@ import typing
 from pathlib import Path
 
 import pytest
-from pydantic_settings import BaseSettings
 
 from twelvefactor import cli, settings
 from twelvefactor.adapters.ports import StoredPayload
@@ -60,7 +59,7 @@ def documented(name: str, text: str) -> bool:
 def settings_env_vars() -> set[str]:
     names: set[str] = set()
     for _, kind in inspect.getmembers(settings, inspect.isclass):
-        if issubclass(kind, BaseSettings) and kind.__module__ == settings.__name__:
+        if issubclass(kind, settings.EnvironmentSettings) and kind.__module__ == settings.__name__:
             names |= {field.alias or name.upper() for name, field in kind.model_fields.items()}
     return names
 
