@@ -50,7 +50,7 @@ validate: venv
 
 # XRAY=1 builds the layer with the X-Ray SDK, for subsegments from inside the handlers (docs/deploying.md).
 build: venv
-	SAM_CLI_TELEMETRY=0 ARCHITECTURE=$(ARCH) LAYER_EXTRAS=$(if $(XRAY),xray) \
+	SAM_CLI_TELEMETRY=0 ARCHITECTURE=$(ARCH) LAYER_EXTRAS=$(if $(filter 1 true yes,$(XRAY)),xray) \
 		$(BIN)/sam build --parameter-overrides Architecture=$(ARCH)
 
 format: venv

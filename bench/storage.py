@@ -274,7 +274,10 @@ def _unbounded_context(h: Harness, tables: dict[str, str], thread_id: str) -> st
     events = store.load(thread_id)[1].events
     agent = build_registry().get("deploybot")
     renderer = ContextRenderer(
-        renderers=agent.renderers, max_value_chars=agent.max_value_chars, budget_chars=10**12
+        renderers=agent.renderers,
+        max_value_chars=agent.max_value_chars,
+        budget_chars=10**12,
+        policy=agent.effective_context_policy,
     )
     # The model's last request came before the final `done` event.
     return renderer.render(events[:-1])

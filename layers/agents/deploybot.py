@@ -77,7 +77,7 @@ def build_deploybot(settings: AgentSettings) -> Agent:
         name=NAME,
         description=DESCRIPTION,
         tools=(
-            Tool(ListGitTags, list_git_tags),
+            Tool(ListGitTags, list_git_tags, read_only=True),
             Tool(DeployBackend, deploy("backend"), requires_approval=is_production),
             Tool(DeployFrontend, deploy("frontend"), requires_approval=is_production),
         ),

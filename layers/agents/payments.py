@@ -71,7 +71,7 @@ def build_payments(settings: AgentSettings) -> Agent:
         name=NAME,
         description=DESCRIPTION,
         tools=(
-            Tool(ListCustomers, list_customers),
+            Tool(ListCustomers, list_customers, read_only=True),
             Tool(CreatePaymentLink, create_payment_link, requires_approval=needs_approval),
         ),
         prefetch=prefetch_customers,

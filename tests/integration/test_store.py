@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -24,6 +25,7 @@ from tests.unit.agent_fixtures import (
     intent_json,
     write_prompts,
 )
+from twelvefactor import runtime
 from twelvefactor.adapters.dynamodb_store import AwsStorageError, DynamoThreadStore
 from twelvefactor.adapters.ports import (
     ConcurrentAppend,
@@ -340,6 +342,34 @@ def test_a_300_kb_tool_result_goes_to_s3_and_comes_back_intact(
     sizes = {item["sk"]["S"]: len(json.dumps(item).encode()) for item in raw_items()}
     assert max(sizes.values()) < DYNAMODB_ITEM_LIMIT
     assert sizes["EVENT#0000000001"] < 1_000
+
+
+def test_payload_links_of_the_runtimes_store_are_sigv4_on_the_buckets_own_host(
+    monkeypatch: pytest.MonkeyPatch, settings: StoreSettings
+) -> None:
+    # Given the store the functions use (built by the runtime), holding an event kept in S3
+    monkeypatch.setenv("THREADS_TABLE", settings.threads_table)
+    monkeypatch.setenv("PAYLOAD_BUCKET", settings.payload_bucket)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    runtime.reset()
+    try:
+        store = runtime.current().store
+        big = ToolResult(
+            at=T0, data=ToolResultData(call_id="call-1", intent="list_git_tags", result="z" * 300_000)
+        )
+        store.create(meta("t-link"), [message("fetch the logs"), big])
+
+        # When a page points at it
+        [_, (_, pointer)] = store.events_page("t-link", -1, limit=10, max_bytes=10_000_000).items
+    finally:
+        runtime.reset()
+
+    # Then the link is signed with SigV4 (the old default, SigV2, is refused by newer regions and
+    # KMS-encrypted objects) and names the bucket's own host rather than a path on a global one
+    assert isinstance(pointer, OffloadedEvent)
+    link = urlsplit(pointer.payload.url)
+    assert parse_qs(link.query)["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert link.hostname is not None and link.hostname.startswith(f"{settings.payload_bucket}.s3.")
 
 
 def test_a_page_of_events_points_at_payloads_in_s3_and_stops_at_its_limits(store: DynamoThreadStore) -> None:

@@ -450,7 +450,12 @@ def test_every_function_variable_is_a_setting_the_code_reads(template: Template)
     } | {pseudo: "x" for pseudo in ("AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::StackName")}
     names = {name for logical_id in FUNCTIONS for name in function_environment(template, logical_id, values)}
     # Then each variable (besides Powertools' own) is one the code reads: no typo silently ignored
-    assert names - {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"} <= declared
+    powertools_own = {
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_TRACER_CAPTURE_RESPONSE",
+    }
+    assert names - {*powertools_own, "LOG_LEVEL"} <= declared
 
 
 def test_function_environment_names_an_unresolvable_reference(template: Template) -> None:

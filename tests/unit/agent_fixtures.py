@@ -116,7 +116,7 @@ def build_agent(
         name=AGENT_NAME,
         description="deploys the backend",
         tools=(
-            Tool(ListGitTags, service.list_git_tags),
+            Tool(ListGitTags, service.list_git_tags, read_only=True),
             Tool(DeployBackend, service.deploy_backend, requires_approval=production_only),
             Tool(
                 RunMigration, service.run_migration, mode="async", requires_approval=migration_needs_approval

@@ -695,6 +695,29 @@ def test_replay_catches_a_model_that_now_decides_differently(
     assert code == 1
 
 
+def test_a_saved_first_page_of_a_thread_is_refused_rather_than_replayed_short(
+    real_thread: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a saved `GET /threads/{id}` answer whose events continue on another page
+    view = json.loads(real_thread.read_text())
+    first_page = {
+        "thread_id": view["id"],
+        "agent": view["agent"],
+        "events": view["events"][:2],
+        "next_after": 1,
+    }
+    saved = tmp_path / "first-page.json"
+    saved.write_text(json.dumps(first_page))
+
+    # When it is replayed
+    code = main(["eval", "--from-thread", str(saved)])
+
+    # Then nothing is replayed, and the error says why and what to do instead
+    out, err = capsys.readouterr()
+    assert code != 0 and "first-page" not in out
+    assert "only the first page" in err and "--from-thread <id>" in err
+
+
 class _ThreadApi(BaseHTTPRequestHandler):
     """Stands in for the stack's GET /threads/{id} and GET /threads/{id}/events, answering in the
     API's shapes: the view holds the first page of events, the rest follow the `next_after` cursor."""

@@ -22,11 +22,15 @@ from twelvefactor.core.events import (
     ApprovalRequestedData,
     Cancelled,
     CancelledData,
+    Done,
+    DoneData,
     Error,
     ErrorData,
     Escalation,
     EscalationData,
     Event,
+    HumanRequest,
+    HumanRequestData,
     HumanResponse,
     HumanResponseData,
     Thread,
@@ -93,6 +97,14 @@ def dispatched(call_id: str = "call-1") -> ToolDispatched:
 
 def tool_error(call_id: str = "call-1") -> Error:
     return Error(at=AT, data=ErrorData(source="tool", message="HTTP 503", call_id=call_id))
+
+
+def done() -> Done:
+    return Done(at=AT, data=DoneData(message="Deployed."))
+
+
+def question() -> HumanRequest:
+    return HumanRequest(at=AT, data=HumanRequestData(question="Which environment?"))
 
 
 def cancelled() -> Cancelled:
@@ -175,6 +187,24 @@ SETTLED_OR_WAITING = [
         [opening(), deploy_call(), result(), opening(), deploy_call("call-4"), failure_escalated()],
         Move.NONE,
         id="escalation-still-unanswered",
+    ),
+    # Saved before unsettled calls were looked for: the model was asked after the call and the turn
+    # finished, so a new message must not run that old call again.
+    pytest.param(
+        [opening(), deploy_call(), failure_escalated(), answer(), done(), opening()],
+        Move.ASK_MODEL,
+        id="the-turn-finished-after-the-call",
+    ),
+    pytest.param(
+        [opening(), deploy_call(), failure_escalated(), answer(), question(), answer()],
+        Move.ASK_MODEL,
+        id="the-model-asked-a-question-after-the-call",
+    ),
+    # The re-run after the first answer died too: the second answer goes to the model.
+    pytest.param(
+        [opening(), deploy_call(), failure_escalated(), answer(), failure_escalated(), answer()],
+        Move.ASK_MODEL,
+        id="its-re-run-failed-as-well",
     ),
 ]
 

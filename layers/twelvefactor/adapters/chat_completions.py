@@ -109,7 +109,8 @@ class ChatCompletionsClient:
         """The model ids the endpoint serves (``GET {base_url}/models``)."""
         answer = self._send("GET", "/models", None)
         data = answer.get("data")
-        return [item["id"] for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+        items = data if isinstance(data, list) else []
+        return [item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
 
     def close(self) -> None:
         self._http.close()

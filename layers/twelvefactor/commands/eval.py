@@ -270,6 +270,13 @@ def thread_from_document(raw: bytes, where: str) -> Thread:
     try:
         document = TypeAdapter(dict[str, Any]).validate_json(raw)
         document = document.get("thread", document) if isinstance(document.get("thread"), dict) else document
+        if document.get("next_after") is not None:
+            # A saved `GET /threads/{id}` answer holds its first page only: replaying it would cut the
+            # thread short without saying so.
+            raise CaseError(
+                f"{where}: holds only the first page of the thread's events (next_after is set); "
+                "replay it with --from-thread <id>, which reads every page through the API"
+            )
         fields = {
             "id": document.get("id", document.get("thread_id")),
             "agent": document.get("agent"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from .context import BodyRenderer, ContextPolicy, ContextRenderer
@@ -55,8 +55,17 @@ class Agent:
             renderers=self.renderers,
             max_value_chars=self.max_value_chars,
             budget_chars=self.context_budget_chars,
-            policy=self.context_policy,
+            policy=self.effective_context_policy,
         )
+
+    @cached_property
+    def effective_context_policy(self) -> ContextPolicy:
+        """The agent's context policy; only its read-only tools' results are collapsible unless the
+        policy names the intents itself."""
+        if self.context_policy.collapsible_intents is not None:
+            return self.context_policy
+        lookups = frozenset(tool.name for tool in self.tools if tool.read_only)
+        return replace(self.context_policy, collapsible_intents=lookups)
 
     def tool(self, name: str) -> Tool | None:
         return next((tool for tool in self.tools if tool.name == name), None)

@@ -133,9 +133,12 @@ class ContextPolicy:
     of the same intent, called with the same arguments, is shown as a one-line marker instead of
     its body. The model acts on the newest answer to a call; a thread that repeats a lookup every
     turn pays for its data once, and the call blocks still show every time it was made.
+    ``collapsible_intents`` limits that to these intents (an agent passes its read-only tools);
+    None collapses any intent's results.
     """
 
     collapse_superseded_results: bool = True
+    collapsible_intents: frozenset[str] | None = None
 
 
 class ContextRenderer:
@@ -158,7 +161,11 @@ class ContextRenderer:
 
     def render(self, events: Sequence[Event]) -> str:
         arguments = _arguments_by_call(events)
-        superseded = _superseded(events, arguments) if self._policy.collapse_superseded_results else set()
+        superseded = (
+            _superseded(events, arguments, self._policy.collapsible_intents)
+            if self._policy.collapse_superseded_results
+            else set()
+        )
         blocks: list[str] = []
         for index, event in enumerate(events):
             if index in superseded:
@@ -189,7 +196,7 @@ class ContextRenderer:
             text = self._text(body)
             if not text:
                 return f"<{tag}/>"
-            if "\n" in text:
+            if _LINE_BREAK.search(text):
                 return f"<{tag}>\n{text}\n</{tag}>"
             return f"<{tag}>{text}</{tag}>"
         lines = list(self._yaml_lines(body, indent=""))
@@ -201,7 +208,7 @@ class ContextRenderer:
         for key, value in body.items():
             if _is_empty(value):
                 continue
-            name = escape(str(key))
+            name = _one_line(escape(str(key)))
             if _SECRET_KEY.search(str(key)) and not isinstance(value, Mapping | list | tuple):
                 yield f"{indent}{name}: {REDACTED}"
             elif isinstance(value, Mapping):
@@ -242,12 +249,12 @@ class ContextRenderer:
                 if isinstance(value, Mapping | list | tuple):
                     return None
                 cell = REDACTED if _SECRET_KEY.search(str(column)) else self._text(_plain(value))
-                if "\n" in cell or "|" in cell:
+                if _LINE_BREAK.search(cell) or "|" in cell:
                     return None
                 cells.append(cell)
             rows.append(_COLUMN_SEPARATOR.join(cells))
         header = [escape(str(column)) for column in columns]
-        if any("|" in name for name in header):
+        if any("|" in name or _LINE_BREAK.search(name) for name in header):
             return None
         return [_COLUMN_SEPARATOR.join(header), *rows]
 
@@ -257,7 +264,7 @@ class ContextRenderer:
 
     def _scalar(self, value: Any, indent: str) -> str:
         text = self._text(_plain(value))
-        if "\n" in text:
+        if _LINE_BREAK.search(text):
             return "|\n" + "\n".join(f"{indent}{line}" for line in text.splitlines())
         return text
 
@@ -316,20 +323,33 @@ def _elided_marker(count: int) -> str:
 
 
 _COLUMN_SEPARATOR = " | "
+# Every character str.splitlines() breaks a line at: any of them inside a value would start a new
+# line of the context, where it could pass for another field, row or record.
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _one_line(name: str) -> str:
+    """A field name with its line breaks spelled out (`\\n`): names are shown before a colon, on
+    the line they start, and must not open another."""
+    return _LINE_BREAK.sub(lambda match: repr(match.group())[1:-1], name)
 
 
 def _arguments_by_call(events: Sequence[Event]) -> dict[str, Mapping[str, Any]]:
     return {event.data.call_id: event.data.arguments for event in events if isinstance(event, ToolCall)}
 
 
-def _superseded(events: Sequence[Event], arguments: Mapping[str, Mapping[str, Any]]) -> set[int]:
+def _superseded(
+    events: Sequence[Event], arguments: Mapping[str, Mapping[str, Any]], intents: frozenset[str] | None
+) -> set[int]:
     """Positions of the tool results that a later result of the same call (intent and arguments)
-    supersedes. A result whose call is not in the thread is never superseded: its arguments are
-    unknown."""
+    supersedes, among `intents` (None: any). A result whose call is not in the thread is never
+    superseded: its arguments are unknown."""
     latest: dict[tuple[str, str], int] = {}
     superseded: set[int] = set()
     for index, event in enumerate(events):
         if not isinstance(event, ToolResult) or event.data.call_id not in arguments:
+            continue
+        if intents is not None and event.data.intent not in intents:
             continue
         call = (event.data.intent, json.dumps(arguments[event.data.call_id], sort_keys=True, default=str))
         if call in latest:

@@ -92,19 +92,34 @@ def pending_tool_call(events: Sequence[Event]) -> ToolCall | None:
     return unsettled_tool_call(events)
 
 
+# A call whose re-run (after a person answered its failure) failed again is given up on: the next
+# answer goes to the model instead, so a call that always kills the reducer cannot trap the thread.
+MAX_FAILURES_PER_CALL = 2
+
+
 def unsettled_tool_call(events: Sequence[Event]) -> ToolCall | None:
     """The latest tool call if it was cleared to run (no approval needed, or approved) and nothing
     records its outcome: no result, no dispatch, no error, no rejection.
 
-    Only the latest call can be unsettled: the model is never asked while a call is pending."""
+    Only the latest call can be unsettled: the model is never asked while a call is pending. So a
+    model decision after the call (a question, a model error, `done`) means the thread moved on:
+    older threads, or a call given up on after MAX_FAILURES_PER_CALL workflow failures."""
     settled: set[str] = set()
     gated: set[str] = set()
     approved: set[str] = set()
+    failures = 0
     for event in reversed(events):
         match event:
             case ToolCall(data=call):
                 cleared = call.call_id not in gated or call.call_id in approved
-                return event if cleared and call.call_id not in settled else None
+                given_up = failures >= MAX_FAILURES_PER_CALL
+                return event if cleared and call.call_id not in settled and not given_up else None
+            case HumanRequest() | Done() | Cancelled():
+                return None
+            case Error(data=error) if error.call_id is None:
+                return None
+            case Escalation(data=escalation) if escalation.reason == "workflow_failure":
+                failures += 1
             case ToolResult(data=outcome) | ToolDispatched(data=outcome):
                 settled.add(outcome.call_id)
             case Error(data=error) if error.call_id is not None:

@@ -68,13 +68,17 @@ class Tool:
 
     ``requires_approval`` is either a constant or a deterministic predicate on the validated call
     (e.g. production deploys only). A ``sync`` tool runs inside the reducer; an ``async`` tool is
-    dispatched by its executor and its result arrives later through a callback.
+    dispatched by its executor and its result arrives later through a callback. A ``read_only``
+    tool changes nothing (a lookup): a later answer to the same call replaces an earlier one, so the
+    context shows the earlier one as a marker. A tool that acts keeps every result: two payment
+    links made on purpose with the same arguments are two links.
     """
 
     model: type[Intent]
     execute: Executor
     mode: Literal["sync", "async"] = "sync"
     requires_approval: ApprovalPolicy = False
+    read_only: bool = False
 
     @property
     def name(self) -> str:
