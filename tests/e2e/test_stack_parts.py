@@ -24,8 +24,9 @@ RESOURCES = {
     "ThreadsTable": "threads",
     "IdempotencyTable": "idempotency",
     "PayloadBucket": "bucket",
-    "AgentStateMachine": "arn:aws:states:us-east-1:123456789012:stateMachine:machine",
-    "AgentStateMachine.Name": "machine",
+    # The name template.yaml gives the machine in stack "local" (Notify builds its ARN from it).
+    "AgentStateMachine": "arn:aws:states:us-east-1:123456789012:stateMachine:local-agent",
+    "AgentStateMachine.Name": "local-agent",
     "AWS::Region": "us-east-1",
     "AWS::AccountId": "123456789012",
     "AWS::Partition": "aws",

@@ -10,9 +10,13 @@ tests would say where.
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
+import sys
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import openai
@@ -221,3 +225,44 @@ def test_both_report_a_refused_connection_as_a_connection_error() -> None:
 
     # Then both report a connection error (not a status)
     assert outcomes[0] == outcomes[1] == ("connection", None, "")
+
+
+class _KeepAliveProvider(BaseHTTPRequestHandler):
+    """Answers one completion over HTTP/1.1 and keeps the connection, as llama.cpp's server does
+    (the fake provider closes each connection, so a client holds none to leak)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_client_dropped_without_close_leaves_no_connection_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a client holding a pooled keep-alive connection to its provider
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveProvider)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        client = ChatCompletionsClient(base_url=f"http://127.0.0.1:{server.server_port}", max_retries=0)
+        assert client.create({"model": MODEL, "messages": []}).content == "ok"
+        unraisable: list[Any] = []
+        monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+        # When it is dropped without close(), as a runtime reset drops its adapters
+        del client
+        gc.collect()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # Then no socket was left for the garbage collector to find open (a ResourceWarning)
+    assert [str(item.exc_value) for item in unraisable] == []

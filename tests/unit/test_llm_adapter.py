@@ -385,7 +385,16 @@ def test_an_unreachable_endpoint_raises_llm_unavailable() -> None:
         model.close()
 
 
-def test_the_api_key_is_never_logged_or_rendered(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog with twelvefactor's loggers at DEBUG. Powertools loggers are process-wide: a handler
+    loaded earlier in the session (the local stack runs them at WARNING) leaves the `twelvefactor`
+    logger's level set, and its children inherit it, whatever level the root logger has."""
+    with caplog.at_level(logging.DEBUG, logger="twelvefactor"):
+        yield caplog
+
+
+def test_the_api_key_is_never_logged_or_rendered(logs: pytest.LogCaptureFixture) -> None:
     # Given a provider that wants its key, rate-limits once and then rejects a wrong key
     secret = "sk-do-not-leak-0123456789abcdef"
     with FakeOpenAI(api_key=secret) as provider:
@@ -394,7 +403,7 @@ def test_the_api_key_is_never_logged_or_rendered(caplog: pytest.LogCaptureFixtur
         wrong = adapter(provider, "json_object", key=secret[:-1] + "X")
 
         # When both ask, with every logger recording everything (httpx and httpcore included)
-        with caplog.at_level(logging.DEBUG):
+        with logs.at_level(logging.DEBUG):
             model.decide(MESSAGES, INTENTS)
             with pytest.raises(LlmRejected) as rejected:
                 wrong.decide(MESSAGES, INTENTS)
@@ -402,22 +411,22 @@ def test_the_api_key_is_never_logged_or_rendered(caplog: pytest.LogCaptureFixtur
         wrong.close()
 
     # Then the retry was logged, and the key appears in no log line, error or repr
-    assert "retry 1 of 2" in caplog.text
+    assert "retry 1 of 2" in logs.text
     assert len(provider.requests) == 2
-    rendered = [caplog.text, str(rejected.value), repr(model), repr(model.client), repr(vars(model))]
+    rendered = [logs.text, str(rejected.value), repr(model), repr(model.client), repr(vars(model))]
     assert not [text for text in rendered if secret[:-1] in text]
 
 
 def test_an_answer_cut_off_at_the_token_limit_is_returned_and_logged(
-    fake: FakeOpenAI, ask: Any, caplog: pytest.LogCaptureFixture
+    fake: FakeOpenAI, ask: Any, logs: pytest.LogCaptureFixture
 ) -> None:
     # Given a provider that stopped at its token limit mid-answer
     fake.enqueue(Answer('{"intent": "done_for_now", "mess', finish_reason="length"))
 
     # When the adapter asks
-    with caplog.at_level(logging.WARNING, logger="twelvefactor.adapters.llm"):
+    with logs.at_level(logging.WARNING, logger="twelvefactor.adapters.llm"):
         reply = ask("json_object")
 
     # Then the truncated text goes to the core (which records it as invalid) and the cause is logged
     assert reply.content == '{"intent": "done_for_now", "mess'
-    assert "cut off at its token limit" in caplog.text
+    assert "cut off at its token limit" in logs.text

@@ -20,6 +20,7 @@ a message, a log line or a repr (httpx masks the header in its own).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import math
@@ -114,6 +115,14 @@ class ChatCompletionsClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def __del__(self) -> None:
+        # As the openai SDK's client does: one dropped without close() (a runtime reset by a test
+        # or by `twelvefactor invoke`) must not leave its pooled connections open.
+        http: httpx.Client | None = getattr(self, "_http", None)
+        if http is not None and not http.is_closed:
+            with contextlib.suppress(Exception):
+                http.close()
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         retries, url = self.max_retries, self.base_url + path
