@@ -21,7 +21,9 @@ from bench.report import Figure, Summary, Verdict, ms
 from bench.scenario import EVENTS_PER_TURN, STEPS_PER_TURN, TURN_TEXT
 
 EXPECTED_TYPES = ["user_message", "tool_call", "tool_result", "tool_call", "tool_result", "done"]
-DEADLINE_SECONDS = 900
+# A thread's execution takes seconds; a missing one should fail the run soon, not after 15 minutes.
+SECONDS_PER_THREAD = 9
+MIN_DEADLINE_SECONDS = 120
 POLL_SECONDS = 0.25
 LAUNCH_ATTEMPTS = 5
 
@@ -142,7 +144,8 @@ def _wait_for_executions(stack: Any, count: int) -> Counter[str]:
     import boto3
 
     sfn = boto3.client("stepfunctions")
-    deadline = time.monotonic() + DEADLINE_SECONDS
+    allowed = max(MIN_DEADLINE_SECONDS, SECONDS_PER_THREAD * count)
+    deadline = time.monotonic() + allowed
     while True:
         statuses: Counter[str] = Counter()
         for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=stack.state_machine_arn):
@@ -150,7 +153,7 @@ def _wait_for_executions(stack: Any, count: int) -> Counter[str]:
         if sum(statuses.values()) >= count and statuses["RUNNING"] == 0:
             return statuses
         if time.monotonic() > deadline:
-            raise TimeoutError(f"executions still running after {DEADLINE_SECONDS}s: {dict(statuses)}")
+            raise TimeoutError(f"{count} threads launched, executions after {allowed}s: {dict(statuses)}")
         time.sleep(POLL_SECONDS)
 
 

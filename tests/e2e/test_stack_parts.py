@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from twelvefactor import runtime
 from twelvefactor.local.handlers import isolated_metrics, load_handlers
-from twelvefactor.local.stack import EnvironmentConflict, merged_environment
+from twelvefactor.local.stack import EnvironmentConflict, merged_environment, serial_dynamodb
 from twelvefactor.local.template import default_template_path, function_environment, load_template, resource
 
 pytestmark = pytest.mark.e2e
@@ -140,3 +141,34 @@ def test_invocations_running_at_once_keep_their_own_metrics() -> None:
     # Then the slow one still flushes its own metric: with one shared set, the quick flush would have
     # taken it, and the slow flush would warn "No application metrics to publish" (an error here)
     assert errors == []
+
+
+def test_the_local_moto_answers_one_dynamodb_request_at_a_time() -> None:
+    # Given moto's app behind serial_dynamodb, and requests that would overlap inside it
+    inside = {"dynamodb": 0, "other": 0}
+    most_inside = {"dynamodb": 0, "other": 0}
+    guard = threading.Lock()
+
+    def moto_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        kind = "dynamodb" if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_") else "other"
+        with guard:
+            inside[kind] += 1
+            most_inside[kind] = max(most_inside[kind], inside[kind])
+        time.sleep(0.05)
+        with guard:
+            inside[kind] -= 1
+        return [b"{}"]
+
+    serve = serial_dynamodb(moto_app)
+    requests = [{"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.TransactWriteItems"}] * 4 + [{}] * 4
+
+    # When they arrive at once, as the handlers' threads send them
+    workers = [threading.Thread(target=serve, args=(environ, None)) for environ in requests]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    # Then no two DynamoDB requests overlapped (DynamoDB applies each atomically), while the other
+    # services' requests still ran side by side
+    assert most_inside == {"dynamodb": 1, "other": 4}

@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 import uuid
 import zipfile
@@ -33,7 +34,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 import boto3
@@ -87,6 +88,26 @@ class StackError(RuntimeError):
 
 class PortInUse(StackError):
     pass
+
+
+def serial_dynamodb(app: Callable[..., Any]) -> Callable[..., Any]:
+    """The moto server's WSGI app, answering one DynamoDB request at a time.
+
+    DynamoDB applies each request atomically; moto's server does not when its threads interleave:
+    TransactWriteItems deep-copies whole tables to roll back with no lock ("dictionary changed size
+    during iteration" 500s under the throughput benchmark, and a rollback can undo another request's
+    committed write). Serialising restores the service's guarantee. Clients still race *between*
+    requests (read last_seq, then write), which is the contention the runtime must handle.
+    """
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with lock:
+            return list(app(environ, start_response))  # the whole answer, made under the lock
+
+    return serve
 
 
 class EnvironmentConflict(StackError):
@@ -279,6 +300,8 @@ class LocalStack:
         server = ThreadedMotoServer(ip_address=HOST, port=self.moto_port, verbose=False)
         server.start()
         self._exit.callback(server.stop)
+        # Before any request: the server's WSGI app (a private attribute, checked by a test).
+        server._server.app = serial_dynamodb(server._server.app)  # type: ignore[union-attr]
         host, port = server.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
         # moto's Step Functions interpreter calls Lambda through this port.
