@@ -300,7 +300,8 @@ class LocalStack:
         server = ThreadedMotoServer(ip_address=HOST, port=self.moto_port, verbose=False)
         server.start()
         self._exit.callback(server.stop)
-        # Before any request: the server's WSGI app (a private attribute, checked by a test).
+        # Before any request: the server's WSGI app, a private attribute (renamed by a moto upgrade,
+        # the stack fails to start, loudly, rather than run without the lock).
         server._server.app = serial_dynamodb(server._server.app)  # type: ignore[union-attr]
         host, port = server.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
