@@ -35,6 +35,17 @@ DYNAMODB_ITEM_LIMIT = 400 * 1024
 STEP_FUNCTIONS_PAYLOAD_LIMIT = 256 * 1024
 
 
+def accepting_state_machine() -> str:
+    """The ARN of a state machine that accepts executions and ends them: for suites where what
+    runs downstream of the triggers is not under test."""
+    machine = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+        name="accepting",
+        definition=json.dumps({"StartAt": "Accepted", "States": {"Accepted": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )
+    return machine["stateMachineArn"]
+
+
 def sample(name: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
     return event

@@ -23,19 +23,18 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import boto3
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.integration.conftest import REGION
 from tests.moto_requests import AwsRequestLog
 from tests.reliability.conftest import Cases
 from tests.reliability.support import (
     ALLOWED_SENDER,
     APPROVER,
     SLACK_SECRET,
+    accepting_state_machine,
     mime,
     sample,
     ses_receipt,
@@ -160,18 +159,11 @@ def deployment(
     payload_bucket: str,
     aws_requests: AwsRequestLog,
 ) -> Iterator[Deployment]:
-    # A state machine that accepts executions and ends them: downstream of the triggers, not under test.
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    machine = sfn.create_state_machine(
-        name="accepting",
-        definition=json.dumps({"StartAt": "Accepted", "States": {"Accepted": {"Type": "Succeed"}}}),
-        roleArn="arn:aws:iam::123456789012:role/sfn",
-    )
     for name, value in {
         "THREADS_TABLE": threads_table,
         "PAYLOAD_BUCKET": payload_bucket,
         "IDEMPOTENCY_TABLE": idempotency_table,
-        "STATE_MACHINE_ARN": machine["stateMachineArn"],
+        "STATE_MACHINE_ARN": accepting_state_machine(),
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "SLACK_SIGNING_SECRET": SLACK_SECRET,
         "SLACK_ALLOWED_RESPONDERS": APPROVER,

@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import schemathesis
 from hypothesis import given, settings
@@ -22,8 +21,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 from schemathesis.specs.openapi.checks import content_type_conformance
 
-from tests.integration.conftest import REGION
 from tests.reliability.conftest import Cases
+from tests.reliability.support import accepting_state_machine
 from twelvefactor import runtime
 from twelvefactor.commands.invoke import load_handler
 from twelvefactor.local.gateway import LocalGateway, Route
@@ -45,17 +44,11 @@ def api_gateway(
     payload_bucket: str,
 ) -> Iterator[tuple[LocalGateway, dict[str, Any]]]:
     """The Api function behind the local gateway (the template's routes), and its OpenAPI document."""
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    machine = sfn.create_state_machine(
-        name="accepting",
-        definition=json.dumps({"StartAt": "Accepted", "States": {"Accepted": {"Type": "Succeed"}}}),
-        roleArn="arn:aws:iam::123456789012:role/sfn",
-    )
     for name, value in {
         "THREADS_TABLE": threads_table,
         "PAYLOAD_BUCKET": payload_bucket,
         "IDEMPOTENCY_TABLE": idempotency_table,
-        "STATE_MACHINE_ARN": machine["stateMachineArn"],
+        "STATE_MACHINE_ARN": accepting_state_machine(),
         "WEBHOOK_SECRET": "openapi-webhook-secret",
         "POWERTOOLS_SERVICE_NAME": "twelvefactor-openapi",
     }.items():
