@@ -165,17 +165,23 @@ class Runtime:
     def client(self, service: str) -> Any:
         clients: dict[str, Any] = self.__dict__.setdefault("_clients", {})
         if service not in clients:
-            clients[service] = self._boto3.client(service)
+            config = None
+            if service == "s3":
+                # One S3 client per container: the store signs payload links with it (SigV4, the
+                # bucket's own host), and the Email function reads raw mail with it.
+                from .adapters.dynamodb_store import S3_CLIENT_CONFIG
+
+                config = S3_CLIENT_CONFIG
+            clients[service] = self._boto3.client(service, config=config)
         return clients[service]
 
     @cached_property
     def store(self) -> ThreadStore:
-        from .adapters.dynamodb_store import S3_CLIENT_CONFIG, DynamoThreadStore
+        from .adapters.dynamodb_store import DynamoThreadStore
 
         settings = self.settings(StoreSettings)
         table = self._boto3.resource("dynamodb").Table(settings.threads_table)
-        s3 = self._boto3.client("s3", config=S3_CLIENT_CONFIG)  # its own: it signs payload links
-        return DynamoThreadStore(table, settings.payload_bucket, s3, settings)
+        return DynamoThreadStore(table, settings.payload_bucket, self.client("s3"), settings)
 
     @cached_property
     def workflow(self) -> Workflow:
