@@ -606,3 +606,11 @@ def test_an_unknown_status_fails_the_execution_loudly(bridge: LambdaBridge, temp
 def test_the_default_template_path_is_the_repositorys(template: Template) -> None:
     assert template.path == ROOT / "template.yaml"
     assert load_template(ROOT / "template.yaml") == template
+
+
+def test_tracer_never_copies_a_response_into_a_trace(template: Template) -> None:
+    # Given the variables every function gets
+    globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
+    # Then a layer built with the X-Ray SDK still keeps responses (event bodies, presigned S3 links
+    # usable without credentials) out of the traces
+    assert str(globals_env["POWERTOOLS_TRACER_CAPTURE_RESPONSE"]).lower() == "false"
