@@ -7,7 +7,7 @@ things are done there, each as a fixture:
   in-process moto does not when threads interleave inside one request (its transactions check,
   write and roll back a copy of the whole table with no lock, so a rollback can undo another
   thread's committed write). Serialising restores the service's guarantee; writers still race
-  *between* requests (read last_seq, then write), which is the contention tests care about.
+  *between* requests (read the thread, then write), which is the contention tests care about.
 - `aws_requests` records which operation every request was and whether moto accepted it, so a
   test can say "nothing was written" without scanning every table, bucket and state machine.
 

@@ -419,7 +419,7 @@ class Runtime:
     def _reduce_once(self, thread_id: str, moves: list[list[Event]]) -> Reduced:
         meta, thread = self.store.load(thread_id)
         agent = self.registry.get(meta.agent)
-        last_seq = meta.last_seq
+        last_seq = thread.last_seq
 
         def persist(_thread: Thread, events: list[Event]) -> None:
             nonlocal last_seq
@@ -468,7 +468,7 @@ class Runtime:
         new_events: tuple[Event, ...] = ()
         if not (isinstance(last, Escalation) and last.data == data):  # a retried Catch adds nothing
             new_events = (Escalation(at=self.clock(), data=data),)
-            self.store.append(thread_id, list(new_events), expected_last_seq=meta.last_seq)
+            self.store.append(thread_id, list(new_events), expected_last_seq=thread.last_seq)
             thread = thread.extended(new_events)
         wait = self._new_wait(thread_id, task_token=NO_EXECUTION, kind="escalation")
         self.store.save_wait(wait)
@@ -492,7 +492,7 @@ class Runtime:
             return None
         wait = self._new_wait(thread_id, task_token=task_token, kind=_wait_kind(current, thread.events))
         self.store.save_wait(wait)
-        arrived = self.store.events_after(thread_id, meta.last_seq)
+        arrived = self.store.events_after(thread_id, thread.last_seq)
         if arrived:
             # A reply was appended before the wait was saved, so it found no token to resume with.
             self.store.clear_wait(thread_id)
@@ -527,10 +527,10 @@ class Runtime:
         Returns the thread the events were decided on, the events and their last sequence number.
         """
         for attempt in range(MAX_APPEND_ATTEMPTS):
-            meta, thread = self.store.load(thread_id)
+            _meta, thread = self.store.load(thread_id)
             events = decide(thread)
             try:
-                return thread, events, self.store.append(thread_id, events, expected_last_seq=meta.last_seq)
+                return thread, events, self.store.append(thread_id, events, expected_last_seq=thread.last_seq)
             except ConcurrentAppend:
                 if attempt == MAX_APPEND_ATTEMPTS - 1:
                     raise

@@ -145,9 +145,8 @@ def test_create_then_load_returns_meta_channel_and_events_in_order(store: Dynamo
 
     # Then everything comes back as written, and last_seq points at the second event
     assert thread == Thread(id="t-1", agent=AGENT_NAME, events=(first, second))
-    assert loaded_meta == ThreadMeta(
-        thread_id="t-1", agent=AGENT_NAME, created_at=T0, channel=channel, last_seq=1
-    )
+    assert thread.last_seq == 1
+    assert loaded_meta == ThreadMeta(thread_id="t-1", agent=AGENT_NAME, created_at=T0, channel=channel)
 
 
 def test_create_refuses_an_existing_thread_and_changes_nothing(store: DynamoThreadStore) -> None:
@@ -171,7 +170,7 @@ def test_unknown_thread_raises_thread_not_found_everywhere(store: DynamoThreadSt
     calls = [
         lambda: store.load("nope"),
         lambda: store.append("nope", [message("hi")]),
-        lambda: store.append("nope", [message("hi")], expected_last_seq=-1),
+        lambda: store.append("nope", []),
         lambda: store.events_after("nope", -1),
         lambda: store.set_channel("nope", SlackRef(team_id="T", channel_id="C", thread_ts="1.2")),
         lambda: store.link("SLACK#T#C#1.2", "nope"),
@@ -205,14 +204,14 @@ def test_append_assigns_consecutive_sequence_numbers(store: DynamoThreadStore) -
     assert store.append("t-seq", [message("m3")]) == 3
 
     # Then the events come back in order, and events_after returns only the newer ones with their seq
-    loaded_meta, thread = store.load("t-seq")
+    _, thread = store.load("t-seq")
     assert [event.data.text for event in thread.events if isinstance(event, UserMessage)] == [
         "m0",
         "m1",
         "m2",
         "m3",
     ]
-    assert loaded_meta.last_seq == 3
+    assert thread.last_seq == 3
     after = store.events_after("t-seq", 1)
     assert [(seq, event.data.text) for seq, event in after if isinstance(event, UserMessage)] == [
         (2, "m2"),
@@ -221,8 +220,11 @@ def test_append_assigns_consecutive_sequence_numbers(store: DynamoThreadStore) -
     assert store.events_after("t-seq", 3) == []
 
 
+@pytest.mark.parametrize(
+    "move_size", [1, 2], ids=["one-event move (PutItem)", "two-event move (transaction)"]
+)
 def test_stale_expected_last_seq_raises_concurrent_append_and_writes_nothing(
-    store: DynamoThreadStore, raw_items: Any, payload_keys: Any
+    store: DynamoThreadStore, raw_items: Any, payload_keys: Any, move_size: int
 ) -> None:
     # Given a thread that another writer moved on to last_seq 1 after we read it at 0
     store.create(meta("t-stale"), [message("m0")])
@@ -234,12 +236,12 @@ def test_stale_expected_last_seq_raises_concurrent_append_and_writes_nothing(
         at=T0, data=ToolResultData(call_id="call-1", intent="list_git_tags", result="x" * 100_000)
     )
     with pytest.raises(ConcurrentAppend) as raised:
-        store.append("t-stale", [message("ours"), big], expected_last_seq=0)
+        store.append("t-stale", [message("ours"), big][-move_size:], expected_last_seq=0)
 
-    # Then nothing of the move is in the table or in the bucket, and the error says where the thread is
+    # Then nothing of the move is in the table or in the bucket, and the error names the stale view
     assert sorted(raw_items(), key=lambda item: item["sk"]["S"]) == before
     assert payload_keys() == []
-    assert "last_seq 1" in str(raised.value)
+    assert "moved past the expected last_seq 0" in str(raised.value)
 
 
 def test_twenty_concurrent_appenders_lose_and_duplicate_nothing(
@@ -270,12 +272,11 @@ def test_twenty_concurrent_appenders_lose_and_duplicate_nothing(
 
     # Then every event is there exactly once, the sequence has no gap, and each move is contiguous
     assert failures == []
-    loaded_meta, thread = make_store(settings).load("t-busy")
+    _, thread = make_store(settings).load("t-busy")
     texts = [event.data.text for event in thread.events if isinstance(event, UserMessage)]
     expected = {f"w{w}-m{m}-{part}" for w in range(writers) for m in range(moves_per_writer) for part in "ab"}
     assert len(texts) == len(thread.events) == 1 + len(expected)
     assert sorted(texts[1:]) == sorted(expected)
-    assert loaded_meta.last_seq == len(thread.events) - 1
     assert [seq for seq, _ in make_store(settings).events_after("t-busy", -1)] == list(range(len(texts)))
     position = {text: index for index, text in enumerate(texts)}
     for w in range(writers):
@@ -313,9 +314,10 @@ def test_a_reducer_move_costs_one_request_whatever_the_thread_length(
     paused = run_until_paused(agent, thread, ports, persist)
 
     # Then loading is one query, and each of the three moves (call, result, call + approval request)
-    # is exactly one TransactWriteItems, although the thread holds 200 events
+    # is exactly one write, although the thread holds 200 events: a one-event move is a plain
+    # conditional PutItem (one write unit), only the two-event move needs a transaction
     assert after_load == Counter({"Query": 1})
-    assert moves == [Counter({"TransactWriteItems": 1})] * 3
+    assert moves == [Counter({"PutItem": 1}), Counter({"PutItem": 1}), Counter({"TransactWriteItems": 1})]
     assert state.status(paused.events) is state.ThreadStatus.AWAITING_APPROVAL
     assert store.load("t-long")[1] == paused
 
@@ -512,15 +514,18 @@ def test_ttl_is_set_when_the_thread_ends_and_removed_when_it_is_reopened(store: 
     store.create(meta("t-ttl"), [message("deploy")])
     assert "expires_at" not in meta_item(store, "t-ttl")
 
-    # When it ends with done_for_now, then META expires TTL_DAYS after the final event
+    # When it ends with done_for_now (a one-event move, as the reducer writes it), then META
+    # expires TTL_DAYS after the final event
     done_at = T0 + timedelta(minutes=5)
-    store.append("t-ttl", [Done(at=done_at, data=DoneData(message="deployed"))])
+    store.append("t-ttl", [Done(at=done_at, data=DoneData(message="deployed"))], expected_last_seq=0)
     assert int(meta_item(store, "t-ttl")["expires_at"]) == int(
         (done_at + timedelta(days=TTL_DAYS)).timestamp()
     )
 
     # When a person follows up on the done thread, then it no longer expires
-    store.append("t-ttl", [message("and to production?", at=done_at + timedelta(hours=1))])
+    store.append(
+        "t-ttl", [message("and to production?", at=done_at + timedelta(hours=1))], expected_last_seq=1
+    )
     assert "expires_at" not in meta_item(store, "t-ttl")
 
     # When it is cancelled, then it expires again, counted from the cancellation
@@ -529,6 +534,24 @@ def test_ttl_is_set_when_the_thread_ends_and_removed_when_it_is_reopened(store: 
     assert int(meta_item(store, "t-ttl")["expires_at"]) == int(
         (cancelled_at + timedelta(days=TTL_DAYS)).timestamp()
     )
+
+
+def test_an_append_refuses_a_thread_whose_meta_the_sweep_removed(
+    store: DynamoThreadStore, raw_items: Any
+) -> None:
+    # Given a finished thread whose META the TTL sweep deleted, before the janitor purged the rest
+    store.create(meta("t-swept"), [message("go")])
+    store.append("t-swept", [Done(at=T0, data=DoneData(message="ok"))], expected_last_seq=0)
+    store._table.delete_item(Key={"pk": "THREAD#t-swept", "sk": "META"})
+    before = raw_items()
+
+    # When a writer that has not loaded the thread appends an event that leaves META alone
+    late = ToolResult(at=T0, data=ToolResultData(call_id="call-1", intent="list_git_tags", result="late"))
+    with pytest.raises(ThreadNotFound):
+        store.append("t-swept", [late])
+
+    # Then nothing was written: no event outlives its thread's purge
+    assert raw_items() == before
 
 
 def test_purge_removes_every_trace_of_a_thread(

@@ -192,11 +192,6 @@ def _long_thread(threads_table: str, thread_id: str, length: int) -> None:
                     "event": json.dumps(dump_event(event), separators=(",", ":")),
                 }
             )
-    table.update_item(
-        Key={"pk": f"THREAD#{thread_id}", "sk": "META"},
-        UpdateExpression="SET last_seq = :last",
-        ExpressionAttributeValues={":last": length - 1},
-    )
 
 
 def test_a_5000_event_thread_steps_within_every_limit(

@@ -2,19 +2,25 @@
 
 Items (keys ``pk``/``sk``; index ``gsi1`` on ``gsi1pk``/``gsi1sk``, projecting ALL; TTL on ``expires_at``)::
 
-    THREAD#<id>      / META              agent, created_at, channel (JSON), last_seq;
+    THREAD#<id>      / META              agent, created_at, channel (JSON), expires_at once finished;
                                          gsi1pk="THREADS", gsi1sk="<created_at>#<id>" lists threads
     THREAD#<id>      / EVENT#<seq:010d>  type and the event as JSON, or a pointer to its S3 copy
     THREAD#<id>      / WAIT              the pending wait; gsi1pk="CALLBACK#<callback_id>", gsi1sk="WAIT"
     THREAD#<id>      / LINK#<key>        back-reference to a correlation item, so `purge` finds it
     SLACK#.. EMAIL#.. / LINK              thread_id: which thread a Slack thread or email belongs to
 
-Appending is one TransactWriteItems: a put per new event, each conditional on its sort key being
-free, plus an update of META's ``last_seq`` conditional on the value the writer expects. A move
-therefore lands whole or not at all, two writers can never take the same sequence number, and its
-cost is the number of new events, whatever the thread's length. A writer without an expectation
-reads ``last_seq`` and retries on contention (bounded, jittered), taking the current value from
-the failed condition itself.
+Appending puts each new event conditional on its sort key being free (``attribute_not_exists``),
+at the sequence number after the last event the writer read. Events are dense, so that condition
+alone is the lock: two writers can never take the same sequence number, and a writer whose view is
+stale fails on its first put. A move of one event that leaves META alone (almost every step of the
+loop) is one PutItem: one write unit on DynamoDB, where a transaction bills two per item. A move of
+several events is one TransactWriteItems, so it lands whole or not at all; a move that must change
+META (one that ends the thread sets its TTL, a new user message clears it) adds META's update to
+that transaction, conditional on META existing. Only those moves can meet a thread whose META the
+TTL sweep removes: every other input to a finished thread is refused before it is written. Either
+way a move costs the number of its events, whatever the thread's length. The last sequence number
+is derived from the events, never stored: a writer without an expectation reads the last event key
+and retries on contention (bounded, jittered).
 
 Payloads. An event whose JSON exceeds ``offload_threshold_bytes`` is written to S3 first, under a
 key named after its content (``threads/<id>/<seq:010d>-<sha256>.json``), and its item keeps only
@@ -108,12 +114,11 @@ class AwsStorageError(StorageError):
 
 
 class StaleThreadView(ConcurrentAppend):
-    """The thread moved on since the caller read it; `current_last_seq` is None when not known."""
+    """The thread moved on since the caller read it: another writer took the next sequence number."""
 
-    def __init__(self, thread_id: str, expected: int, current: int | None) -> None:
-        now = "an unknown sequence number" if current is None else f"last_seq {current}"
-        super().__init__(f"thread {thread_id} is at {now}, not at the expected last_seq {expected}")
-        self.current_last_seq = current
+    def __init__(self, thread_id: str, expected: int) -> None:
+        super().__init__(f"thread {thread_id} moved past the expected last_seq {expected}")
+        self.expected_last_seq = expected
 
 
 class _Cancelled(Exception):
@@ -151,7 +156,6 @@ class DynamoThreadStore:
             "thread_id": meta.thread_id,
             "agent": meta.agent,
             "created_at": _iso(meta.created_at),
-            "last_seq": len(events) - 1,
             "gsi1pk": THREADS_INDEX_KEY,
             "gsi1sk": f"{_iso(meta.created_at)}#{meta.thread_id}",
         }
@@ -186,9 +190,9 @@ class DynamoThreadStore:
                 events.append(self._event_from(item))
         if meta_item is None:
             raise ThreadNotFound(thread_id)
-        # META sorts after the events, so with several pages it can be newer than the events read;
-        # the events read are a whole prefix, and last_seq must describe exactly those.
-        meta = _meta_from(meta_item).model_copy(update={"last_seq": len(events) - 1})
+        # The events read are a whole prefix (an append never leaves a gap), so the thread's
+        # last_seq is that of the last event read, even if more were appended while paging.
+        meta = _meta_from(meta_item)
         return meta, Thread(id=thread_id, agent=meta.agent, events=tuple(events))
 
     def append(self, thread_id: str, events: list[Event], *, expected_last_seq: int | None = None) -> int:
@@ -196,17 +200,19 @@ class DynamoThreadStore:
         if not events:
             current = self._read_last_seq(thread_id)
             if expected_last_seq is not None and current != expected_last_seq:
-                raise StaleThreadView(thread_id, expected_last_seq, current)
+                raise StaleThreadView(thread_id, expected_last_seq)
             return current
         if expected_last_seq is not None:
-            return self._append_at(thread_id, events, expected_last_seq)
+            # The caller loaded the thread (so META existed) and decided on it; see the module doc
+            # for why its move only needs META when it changes it.
+            return self._append_at(thread_id, events, expected_last_seq, check_meta=False)
         last_seq = self._read_last_seq(thread_id)
         for attempt in range(MAX_APPEND_ATTEMPTS):
             try:
-                return self._append_at(thread_id, events, last_seq)
-            except StaleThreadView as stale:
-                known = stale.current_last_seq
-                last_seq = known if known is not None else self._read_last_seq(thread_id)
+                # No load vouches for this thread, so the write checks that META is still there.
+                return self._append_at(thread_id, events, last_seq, check_meta=True)
+            except StaleThreadView:
+                last_seq = self._read_last_seq(thread_id)
             # Full jitter: writers that collided once should not collide again in lockstep.
             time.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
         raise StorageError(f"thread {thread_id}: no append slot after {MAX_APPEND_ATTEMPTS} attempts")
@@ -370,44 +376,67 @@ class DynamoThreadStore:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _append_at(self, thread_id: str, events: Sequence[Event], last_seq: int) -> int:
-        new_last_seq = last_seq + len(events)
+    def _append_at(self, thread_id: str, events: Sequence[Event], last_seq: int, *, check_meta: bool) -> int:
         puts, uploaded = self._event_puts(thread_id, last_seq + 1, events)
+        meta_update = self._meta_update(thread_id, events, always=check_meta)
         try:
-            self._transact([*puts, self._meta_update(thread_id, events, last_seq, new_last_seq)])
+            if meta_update is None and len(puts) == 1:
+                self._put_one(puts[0])
+            else:
+                self._transact([*puts, meta_update] if meta_update is not None else puts)
         except _Cancelled as cancelled:
             self._delete_payloads(uploaded)
-            meta_code, meta_item = cancelled.reasons[-1]
-            if meta_code == "ConditionalCheckFailed":
-                if meta_item is None:
-                    raise ThreadNotFound(thread_id) from None
-                raise StaleThreadView(thread_id, last_seq, int(meta_item["last_seq"])) from None
-            if _only_conflicts(cancelled):
-                raise StaleThreadView(thread_id, last_seq, None) from None
+            if meta_update is not None and cancelled.reasons[-1][0] == "ConditionalCheckFailed":
+                raise ThreadNotFound(thread_id) from None
+            if _only_codes(cancelled, "ConditionalCheckFailed", "TransactionConflict"):
+                raise StaleThreadView(thread_id, last_seq) from None
             raise _unexpected_cancellation("append", cancelled) from None
-        return new_last_seq
+        return last_seq + len(events)
+
+    def _put_one(self, put: TransactWriteItemTypeDef) -> None:
+        """A one-event move: the put's own condition is the whole lock, no transaction needed."""
+        try:
+            with _storage_errors("PutItem"):
+                self._client.put_item(**put["Put"])
+        except AwsStorageError as error:
+            if error.code == "ConditionalCheckFailedException":
+                raise _Cancelled((("ConditionalCheckFailed", None),)) from None
+            raise
 
     def _meta_update(
-        self, thread_id: str, events: Sequence[Event], last_seq: int, new_last_seq: int
-    ) -> TransactWriteItemTypeDef:
-        expression = "SET last_seq = :new"
-        values: dict[str, Any] = {":new": new_last_seq, ":expected": last_seq}
+        self, thread_id: str, events: Sequence[Event], *, always: bool
+    ) -> TransactWriteItemTypeDef | None:
+        """META's part of a move: None when the move leaves META as it is and nobody asked to check it."""
+        expression = ""
+        values: dict[str, Any] = {}
         if (expiry := self._expiry_if_final(events)) is not None:
-            expression += ", expires_at = :expires"
+            expression = "SET expires_at = :expires"
             values[":expires"] = expiry
         elif any(isinstance(event, UserMessage) for event in events):
             # A follow-up on a done thread reopens it: it must not expire under the new turn.
-            expression += " REMOVE expires_at"
-        return {
-            "Update": {
-                "TableName": self._table.name,
-                "Key": {"pk": _thread_pk(thread_id), "sk": META},
-                "UpdateExpression": expression,
-                "ConditionExpression": "last_seq = :expected",
-                "ExpressionAttributeValues": values,
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            expression = "REMOVE expires_at"
+        key = {"pk": _thread_pk(thread_id), "sk": META}
+        if expression:
+            update: TransactWriteItemTypeDef = {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": key,
+                    "UpdateExpression": expression,
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
             }
-        }
+            if values:
+                update["Update"]["ExpressionAttributeValues"] = values
+            return update
+        if always:
+            return {
+                "ConditionCheck": {
+                    "TableName": self._table.name,
+                    "Key": key,
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            }
+        return None
 
     def _expiry_if_final(self, events: Sequence[Event]) -> int | None:
         if self._retention is None or not state.status(events).is_final:
@@ -512,10 +541,21 @@ class DynamoThreadStore:
             start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
 
     def _read_last_seq(self, thread_id: str) -> int:
-        item = self._get({"pk": _thread_pk(thread_id), "sk": META})
-        if item is None:
+        """The last event's sequence number, read from its key (-1 for a thread without events)."""
+        with _storage_errors("Query"):
+            page = self._table.query(
+                KeyConditionExpression=Key("pk").eq(_thread_pk(thread_id))
+                & Key("sk").begins_with(EVENT_PREFIX),
+                ScanIndexForward=False,
+                Limit=1,
+                ConsistentRead=True,
+                ProjectionExpression="sk",
+            )
+        if page["Items"]:
+            return _seq_of(str(page["Items"][0]["sk"]))
+        if self._get({"pk": _thread_pk(thread_id), "sk": META}) is None:
             raise ThreadNotFound(thread_id)
-        return int(item["last_seq"])
+        return -1
 
     def _get(self, key: dict[str, str]) -> Item | None:
         with _storage_errors("GetItem"):
@@ -585,7 +625,6 @@ def _meta_from(item: Item) -> ThreadMeta:
         agent=str(item["agent"]),
         created_at=datetime.fromisoformat(str(item["created_at"])),
         channel=json.loads(str(item["channel"])) if "channel" in item else None,
-        last_seq=int(item["last_seq"]),
     )
 
 
@@ -621,8 +660,13 @@ def _reasons(error: ClientError) -> Iterator[tuple[str, Item | None]]:
         yield str(reason.get("Code", "None")), item
 
 
+def _only_codes(cancelled: _Cancelled, *codes: str) -> bool:
+    """Whether every action that failed failed for one of `codes` ("None": that action was fine)."""
+    return all(code in ("None", *codes) for code, _ in cancelled.reasons)
+
+
 def _only_conflicts(cancelled: _Cancelled) -> bool:
-    return all(code in ("None", "TransactionConflict") for code, _ in cancelled.reasons)
+    return _only_codes(cancelled, "TransactionConflict")
 
 
 def _unexpected_cancellation(operation: str, cancelled: _Cancelled) -> AwsStorageError:

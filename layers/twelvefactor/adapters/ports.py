@@ -43,7 +43,6 @@ class ThreadMeta(BaseModel):
     agent: str
     created_at: datetime
     channel: ChannelRef | None = None
-    last_seq: int = -1  # sequence number of the last event; -1 for a thread with none
 
 
 class PendingWait(BaseModel):
@@ -94,7 +93,8 @@ class ThreadStore(Protocol):
     def append(self, thread_id: str, events: list[Event], *, expected_last_seq: int | None = None) -> int:
         """Append atomically after the last event; returns the new last_seq.
 
-        With expected_last_seq, raises ConcurrentAppend if the thread moved on; without it,
+        With expected_last_seq (the `Thread.last_seq` of a `load` of this thread: the store trusts
+        that the thread exists), raises ConcurrentAppend if the thread moved on; without it,
         retries on contention so concurrent appenders never lose or duplicate an event.
         """
 

@@ -235,6 +235,11 @@ class Thread(_Model):
     agent: IntentName
     events: tuple[Event, ...] = ()
 
+    @property
+    def last_seq(self) -> int:
+        """The last event's sequence number (its position); -1 for a thread with none."""
+        return len(self.events) - 1
+
     def extended(self, new_events: list[Event] | tuple[Event, ...]) -> Thread:
         return self.model_copy(update={"events": (*self.events, *new_events)})
 

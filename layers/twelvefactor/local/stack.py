@@ -97,7 +97,7 @@ def serial_dynamodb(app: Callable[..., Any]) -> Callable[..., Any]:
     TransactWriteItems deep-copies whole tables to roll back with no lock ("dictionary changed size
     during iteration" 500s under the throughput benchmark, and a rollback can undo another request's
     committed write). Serialising restores the service's guarantee. Clients still race *between*
-    requests (read last_seq, then write), which is the contention the runtime must handle.
+    requests (read the thread, then write), which is the contention the runtime must handle.
     """
     lock = threading.Lock()
 

@@ -156,7 +156,7 @@ class ThreadView(ThreadSummary):
             **ThreadSummary.of(meta).model_dump(),
             status=state.status(thread.events),
             total_tokens=state.total_tokens(thread.events),
-            last_seq=meta.last_seq,
+            last_seq=thread.last_seq,
             events=first_page.events,
             next_after=first_page.next_after,
         )
