@@ -22,7 +22,9 @@ class EnvironmentSettings(BaseModel):
     which is all we used pydantic-settings for; it cost each function about 50 ms of cold start
     (asyncio, argparse and dotenv among its imports) to do that."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # defer_build: a class is built when a function first reads it, so each function builds only its
+    # own few of these (the Api function never needs LlmSettings, the reducer never SlackSettings).
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

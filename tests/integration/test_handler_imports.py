@@ -1,4 +1,5 @@
-"""What a trigger handler's cold start imports: never the X-Ray SDK by default, openai or httpx.
+"""What a trigger handler's cold start imports: never the X-Ray SDK by default, openai or httpx
+(nor httpx when its first call builds the agents).
 
 None of them sends HTTP itself (the Api function only verifies webhook signatures; Slack's Web API
 client is slack_sdk's, on urllib), so an HTTP client at import would be cold-start cost for nothing.
@@ -39,13 +40,16 @@ for blocked in {blocked!r}:
 spec = importlib.util.spec_from_file_location("app", {path!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
+exec({then!r})
 print(json.dumps(sorted(name for name in {watched!r} if sys.modules.get(name) is not None)))
 """
 
 
-def _loaded_after_import(handler: str, *, blocked: tuple[str, ...], environment: dict[str, str]) -> list[str]:
+def _loaded_after_import(
+    handler: str, *, blocked: tuple[str, ...], environment: dict[str, str], then: str = ""
+) -> list[str]:
     code = PROBE.format(
-        blocked=blocked, path=str(ROOT / "functions" / handler / "app.py"), watched=NEVER_AT_IMPORT
+        blocked=blocked, path=str(ROOT / "functions" / handler / "app.py"), watched=NEVER_AT_IMPORT, then=then
     )
     inherited = {
         name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "POWERTOOLS_"))
@@ -81,4 +85,15 @@ def test_disabled_tracing_keeps_an_installed_xray_sdk_out_of_the_cold_start(hand
     # When the handler module is imported in a fresh interpreter
     loaded = _loaded_after_import(handler, blocked=(), environment=environment)
     # Then the SDK is not imported all the same, and neither is openai or httpx
+    assert loaded == []
+
+
+@pytest.mark.parametrize("handler", TRIGGERS)
+def test_a_trigger_builds_its_agents_without_loading_httpx(handler: str) -> None:
+    # Given a trigger handler imported in a fresh interpreter
+    environment = {"POWERTOOLS_TRACE_DISABLED": "true"}
+    # When it builds the agent registry, as its first launch or answer does
+    first_call = "from twelvefactor import runtime; runtime.current().registry.get('deploybot')"
+    loaded = _loaded_after_import(handler, blocked=(), environment=environment, then=first_call)
+    # Then httpx is still not loaded: only the tools' executors send HTTP, and they run in the Reducer
     assert loaded == []

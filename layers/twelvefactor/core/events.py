@@ -225,7 +225,6 @@ EventType = Literal[
 DecisionEvent = ToolCall | HumanRequest | Error | Done
 
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 class Thread(_Model):
