@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.builds import python312
@@ -11,6 +12,9 @@ from bench.harness import ROOT, Harness, WorkerFailed
 from bench.report import Figure, Summary, Verdict, ms, ratio
 
 TRIGGERS = ("api", "slack", "email", "eventbridge")
+# Triggers with a bare twin in bench/bare_handlers: the same libraries, none of our code.
+BARE_HANDLERS = ("api", "slack", "email")
+BARE_DIR = ROOT / "bench" / "bare_handlers"
 BREAKDOWN_PACKAGES = 6
 FUNCTIONS = (*TRIGGERS, "notify", "reducer")
 # What each function's first invocation imports on top of its module (the runtime builds its
@@ -88,6 +92,8 @@ def lambda_subjects(h: Harness, python: str) -> list[Subject]:
     for name in FUNCTIONS:
         path = (str(ROOT / "functions" / name), ours, runtime)
         found.append(Subject(name, python, path, "app", FIRST_CALL_IMPORTS[name]))
+    for name in BARE_HANDLERS:
+        found.append(Subject(bare_label(name), python, (str(BARE_DIR / name), ours, runtime), "app"))
     if h.has_peer:
         found.append(Subject("LangGraph handler", python, (str(builds.peer), runtime), "langgraph_deploybot"))
     return found
@@ -99,10 +105,37 @@ def venv_subjects(h: Harness) -> list[Subject]:
     for name in FUNCTIONS:
         path = (str(ROOT / "functions" / name),)
         found.append(Subject(name, h.ours_python, path, "app", FIRST_CALL_IMPORTS[name], isolated=False))
+    for name in BARE_HANDLERS:
+        found.append(Subject(bare_label(name), h.ours_python, (str(BARE_DIR / name),), "app", isolated=False))
     if h.peer_python is not None:
         path = (str(ROOT / "bench" / "peers"),)
         found.append(Subject("LangGraph handler", h.peer_python, path, "langgraph_deploybot", isolated=False))
     return found
+
+
+def _trigger_verdict(
+    name: str,
+    summary: Callable[[str, str], Summary | None],
+    floor: Summary | None,
+    samples: list[dict[str, float | bool]],
+    failures: dict[str, str],
+) -> Verdict:
+    alone = summary(name, "import")
+    if alone is None or floor is None:
+        return Verdict(f"{name} at most 1.5x the floor", False, failures.get(name, "not measured"))
+    loads_openai = any(bool(sample["openai"]) for sample in samples)
+    detail = f"{ms(alone.median)} vs {ms(floor.median)} = {ratio(alone.median, floor.median)}"
+    if (bare := summary(bare_label(name), "import")) is not None:
+        detail += f"; its bare handler, with none of our code: {ratio(bare.median, floor.median)}"
+    return Verdict(
+        f"{name} at most 1.5x the floor, without openai",
+        alone.median <= 1.5 * floor.median and not loads_openai,
+        detail + (", imports openai" if loads_openai else ""),
+    )
+
+
+def bare_label(name: str) -> str:
+    return f"bare {name} handler, none of our code"
 
 
 def probe(h: Harness, subject: Subject) -> dict[str, float | bool]:
@@ -176,6 +209,12 @@ loads lazily (our runtime builds adapters on first use: the DynamoDB store and t
 everywhere, Step Functions and Powertools idempotency in the triggers, the LLM adapter (httpx, no
 openai SDK) and the prompts in the reducer). The LangGraph handler imports everything at the top
 and compiles its graph at import. The floor is `import boto3, pydantic` on the same path.
+A *bare handler* (`bench/bare_handlers/`) is a trigger's shape with none of our code: the libraries
+DESIGN.md prescribes for it (Powertools Logger, Metrics and idempotency; the validating REST
+resolver for the Api, slack_sdk's signature verifier for Slack, the stdlib MIME parser for Email)
+and one pydantic model. It shows what any handler on those libraries pays beyond the floor:
+building a first pydantic model loads pydantic's core schema machinery, which `import pydantic`
+alone does not.
 """,
     )
     python = None if h.smoke else python312()
@@ -222,23 +261,9 @@ and compiles its graph at import. The floor is `import boto3, pydantic` on the s
                 "yes" if openai else "no",
             ]
         )
-    for name in TRIGGERS:
-        alone = summary(name, "import")
-        if alone is None or floor is None:
-            figure.verdicts.append(
-                Verdict(f"{name} at most 1.5x the floor", False, failures.get(name, "not measured"))
-            )
-            continue
-        loads_openai = any(bool(sample["openai"]) for sample in samples[name])
-        met = alone.median <= 1.5 * floor.median and not loads_openai
-        detail = f"{ms(alone.median)} vs {ms(floor.median)} = {ratio(alone.median, floor.median)}"
-        figure.verdicts.append(
-            Verdict(
-                f"{name} at most 1.5x the floor, without openai",
-                met,
-                detail + (", imports openai" if loads_openai else ""),
-            )
-        )
+    figure.verdicts += [
+        _trigger_verdict(name, summary, floor, samples.get(name, []), failures) for name in TRIGGERS
+    ]
     reducer = summary("reducer", "first_call")
     if reducer is not None and langgraph is not None:
         figure.verdicts.append(
