@@ -30,9 +30,18 @@ from tests.support import poll_until
 from tests.unit.agent_fixtures import AGENT_NAME, DeployService, build_agent, write_prompts
 from twelvefactor.adapters import webhook
 from twelvefactor.core.agent import AgentRegistry
-from twelvefactor.core.events import Approval, ApprovalRequested, Cancelled, Done, ToolCall, ToolResult
+from twelvefactor.core.events import (
+    Approval,
+    ApprovalRequested,
+    Cancelled,
+    CancelledData,
+    Done,
+    ToolCall,
+    ToolResult,
+)
 from twelvefactor.core.prompts import JinjaPrompts
 from twelvefactor.core.state import ThreadStatus
+from twelvefactor.triggers.api import EventsPage, ThreadView
 
 pytestmark = pytest.mark.integration
 
@@ -195,6 +204,25 @@ def test_list_shows_launched_threads(stack: Stack) -> None:
     assert [(item["thread_id"], item["agent"], item["channel"]) for item in listed.body] == [
         (thread_id, "deploybot", "none")
     ]
+
+
+def test_a_thread_view_is_one_moment_even_when_an_event_lands_between_its_two_reads(stack: Stack) -> None:
+    # Given a thread waiting for approval, read as GET /threads/{id} reads it: the thread first
+    thread_id = _launch_waiting_for_approval(stack)
+    meta, thread = stack.store.load(thread_id)
+
+    # When a cancel lands before the first page of events is read
+    cancel = Cancelled(at=thread.events[-1].at, data=CancelledData(by="ops"))
+    stack.store.append(thread_id, [cancel], expected_last_seq=thread.last_seq)
+    view = ThreadView.of_thread(meta, thread, EventsPage.read(stack.store, thread_id, after=-1))
+
+    # Then status, last_seq and events all describe the thread as loaded, and the cursor leads on
+    # to the cancel rather than the page showing an event the status does not know
+    assert view.status is ThreadStatus.AWAITING_APPROVAL
+    assert [event["seq"] for event in view.events] == list(range(thread.last_seq + 1))
+    assert view.last_seq == view.next_after == thread.last_seq
+    newer = EventsPage.read(stack.store, thread_id, after=view.next_after)
+    assert [event["type"] for event in newer.events] == ["cancelled"]
 
 
 def test_a_bad_callback_signature_is_401_and_writes_nothing(stack: Stack) -> None:

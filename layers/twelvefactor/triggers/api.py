@@ -152,14 +152,22 @@ class ThreadView(ThreadSummary):
 
     @classmethod
     def of_thread(cls, meta: ThreadMeta, thread: Thread, first_page: EventsPage) -> ThreadView:
+        """The page is read after the thread, so it may hold events the status does not describe
+        yet: those are left to the next page, and the view is one moment of the thread."""
+        events = [event for event in first_page.events if _seq_of(event) <= thread.last_seq]
+        next_after = thread.last_seq if len(events) < len(first_page.events) else first_page.next_after
         return cls(
             **ThreadSummary.of(meta).model_dump(),
             status=state.status(thread.events),
             total_tokens=state.total_tokens(thread.events),
             last_seq=thread.last_seq,
-            events=first_page.events,
-            next_after=first_page.next_after,
+            events=events,
+            next_after=next_after,
         )
+
+
+def _seq_of(event: EventPointer | dict[str, Any]) -> int:
+    return event.seq if isinstance(event, EventPointer) else int(event["seq"])
 
 
 class Unauthenticated(TwelvefactorError):
