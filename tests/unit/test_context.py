@@ -335,6 +335,24 @@ def test_the_elided_rendering_never_exceeds_the_budget(count: int, budget: int) 
     assert len(rendered) <= budget
 
 
+@given(
+    polls=st.integers(min_value=0, max_value=40),
+    budget=st.integers(min_value=200, max_value=3_000),
+    echoed=st.text(min_size=1, max_size=300),
+)
+def test_results_shown_whole_for_a_dropped_call_still_fit_the_budget(
+    polls: int, budget: int, echoed: str
+) -> None:
+    # A result shown whole is longer than the one the budget was first fitted with
+    events: list[Event] = [
+        many_events(1)[0],
+        call("call-1", "deploy_backend", 1, tag=echoed),
+        *many_events(polls + 1)[1:],
+        result("call-1", "deploy_backend", {"tag": echoed, "id": "dep-1"}, 99),
+    ]
+    assert len(ContextRenderer(budget_chars=budget).render(events)) <= budget
+
+
 def test_a_one_line_newest_block_too_big_for_the_budget_is_cut_with_a_marker() -> None:
     # Given a thread whose newest event is one long line, longer than what the budget leaves
     events = [*many_events(10), UserMessage(at=at(99), data=UserMessageData(text="y" * 3_000))]
@@ -440,6 +458,35 @@ def test_a_result_leaves_out_the_fields_its_call_already_shows() -> None:
         "<deploy_backend>\ntag: v1.2.3\nenvironment: staging\n</deploy_backend>\n\n"
         "<deploy_backend_result>\ndeployment_id: dep-1\nenvironment: production\n</deploy_backend_result>"
     )
+
+
+def test_a_result_whose_call_the_budget_drops_shows_its_arguments_again() -> None:
+    # Given a deploy, then many status polls, then the deploy's result, which repeats the tag the
+    # call named; and a budget that keeps the request and the newest events but not the call
+    deploy = call("call-1", "deploy_backend", 1, tag="v1.2.3", environment="staging")
+    polls = many_events(30)[1:]
+    deployed = result(
+        "call-1", "deploy_backend", {"deployment_id": "dep-1", "tag": "v1.2.3", "environment": "staging"}, 90
+    )
+    events: list[Event] = [many_events(1)[0], deploy, *polls, deployed]
+    renderer = ContextRenderer(budget_chars=600)
+
+    # When the thread is rendered
+    rendered = renderer.render(events)
+
+    # Then the call is elided, and its result, kept, says again what was deployed where
+    assert "<elided>" in rendered
+    assert "<deploy_backend>" not in rendered
+    kept_result = rendered.split("\n\n")[-1]
+    assert kept_result == (
+        "<deploy_backend_result>\ndeployment_id: dep-1\ntag: v1.2.3\nenvironment: staging\n"
+        "</deploy_backend_result>"
+    )
+    assert len(rendered) <= 600
+    # And with room for the call, the result leaves the echo to it, as ever
+    whole = ContextRenderer(budget_chars=100_000).render(events)
+    assert "<deploy_backend>" in whole
+    assert whole.endswith("<deploy_backend_result>\ndeployment_id: dep-1\n</deploy_backend_result>")
 
 
 def test_empty_fields_are_left_out_and_an_empty_body_is_one_short_tag() -> None:

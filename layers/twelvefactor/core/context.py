@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any
 
 from .events import (
@@ -166,14 +167,21 @@ class ContextRenderer:
             if self._policy.collapse_superseded_results
             else set()
         )
-        blocks: list[str] = []
+        blocks: list[_Block] = []
+        call_blocks: dict[str, int] = {}  # call id -> the position of its call's block
         for index, event in enumerate(events):
             if index in superseded:
                 tag = default_body(event)[0]
                 override = self._override(event, tag)
                 if override is None or override(event) is not None:  # an agent may hide it altogether
-                    blocks.append(_superseded_marker(tag))
-            elif (block := self.render_event(event, arguments)) is not None:
+                    blocks.append(_Block(_superseded_marker(tag)))
+            elif (text := self.render_event(event, arguments)) is not None:
+                block = _Block(text)
+                if isinstance(event, ToolCall):
+                    call_blocks[event.data.call_id] = len(blocks)
+                elif isinstance(event, ToolResult) and event.data.call_id in call_blocks:
+                    # Rendered whole only if the budget drops the call: most never are.
+                    block = _Block(text, call_blocks[event.data.call_id], partial(self.render_event, event))
                 blocks.append(block)
         return self._fit(blocks)
 
@@ -268,27 +276,56 @@ class ContextRenderer:
             return "|\n" + "\n".join(f"{indent}{line}" for line in text.splitlines())
         return text
 
-    def _fit(self, blocks: list[str]) -> str:
+    def _fit(self, blocks: list[_Block]) -> str:
         """Keep the first block (the request) and as many of the latest as the budget allows.
 
         The newest block is never left out whole: one too big for what is left (a large tool
-        result) is cut to fit, or the model would not see what just happened and repeat it."""
-        rendered = "\n\n".join(blocks)
+        result) is cut to fit, or the model would not see what just happened and repeat it. A kept
+        result whose call is left out is shown whole, with the arguments it would otherwise leave
+        to the call's block."""
+        rendered = "\n\n".join(block.text for block in blocks)
         if len(rendered) <= self._budget_chars or len(blocks) < 3:
             return rendered
-        head, tail = blocks[0], list[str]()
+        head = blocks[0].text
         # Room for the marker (at its longest count) and the blank lines around it.
-        used = len(head) + len(_elided_marker(len(blocks))) + 2
-        for block in reversed(blocks[1:]):
-            if used + len(block) + 2 > self._budget_chars:
-                newest_cut = _cut(block, self._budget_chars - used - 2) if not tail else None
-                if newest_cut is not None:
-                    tail.append(newest_cut)
+        room = self._budget_chars - len(head) - len(_elided_marker(len(blocks))) - 2
+        first_kept = len(blocks)  # the oldest block of the kept tail
+        newest_cut: str | None = None
+        while first_kept > 1:
+            tail = [block.shown(first_kept - 1) for block in blocks[first_kept - 1 :]]
+            if sum(len(text) + 2 for text in tail) > room:
+                if first_kept == len(blocks):
+                    newest_cut = _cut(tail[-1], room - 2)
                 break
-            tail.append(block)
-            used += len(block) + 2
-        marker = _elided_marker(len(blocks) - 1 - len(tail))
-        return "\n\n".join([head, marker, *reversed(tail)])
+            first_kept -= 1
+        kept = [block.shown(first_kept) for block in blocks[first_kept:]]
+        if newest_cut is not None:
+            kept = [newest_cut]
+        marker = _elided_marker(first_kept - 1 - (1 if newest_cut is not None else 0))
+        return "\n\n".join([head, marker, *kept])
+
+
+class _Block:
+    """One event's rendering. A result, which leaves out the fields its call's block shows, also
+    knows where that block is and how to render itself whole, for when the budget drops the call."""
+
+    def __init__(
+        self, text: str, call_block: int | None = None, render_whole: Callable[[], str | None] | None = None
+    ) -> None:
+        self.text = text
+        self._call_block = call_block
+        self._render_whole = render_whole
+
+    @cached_property
+    def _whole(self) -> str:
+        whole = self._render_whole() if self._render_whole is not None else None
+        return whole if whole is not None else self.text
+
+    def shown(self, first_kept: int) -> str:
+        """The text to show when the blocks from `first_kept` on are kept (block 0 always is)."""
+        if self._call_block is not None and 0 < self._call_block < first_kept:
+            return self._whole
+        return self.text
 
 
 def _cut(block: str, limit: int) -> str | None:
