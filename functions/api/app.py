@@ -83,7 +83,7 @@ def list_threads(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> list[Thread
 def get_thread(thread_id: ThreadIdPath) -> ThreadView:
     logger.append_keys(thread_id=thread_id)
     store = runtime.current().store
-    meta, thread = store.load(thread_id)
+    meta, thread = store.load_outline(thread_id)  # status and tokens, without reading S3
     return ThreadView.of_thread(meta, thread, EventsPage.read(store, thread_id, after=-1))
 
 

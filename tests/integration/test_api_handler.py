@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
@@ -29,6 +31,7 @@ from tests.integration.stack import (  # noqa: F401 - fixtures
 from tests.support import poll_until
 from tests.unit.agent_fixtures import AGENT_NAME, DeployService, build_agent, write_prompts
 from twelvefactor.adapters import webhook
+from twelvefactor.adapters.ports import ThreadMeta
 from twelvefactor.core.agent import AgentRegistry
 from twelvefactor.core.events import (
     Approval,
@@ -38,6 +41,8 @@ from twelvefactor.core.events import (
     Done,
     ToolCall,
     ToolResult,
+    UserMessage,
+    UserMessageData,
 )
 from twelvefactor.core.prompts import JinjaPrompts
 from twelvefactor.core.state import ThreadStatus
@@ -223,6 +228,30 @@ def test_a_thread_view_is_one_moment_even_when_an_event_lands_between_its_two_re
     assert view.last_seq == view.next_after == thread.last_seq
     newer = EventsPage.read(stack.store, thread_id, after=view.next_after)
     assert [event["type"] for event in newer.events] == ["cancelled"]
+
+
+def test_get_thread_answers_without_reading_the_payloads_kept_in_s3(
+    stack: Stack, payload_bucket: str
+) -> None:
+    # Given a thread whose first message is large enough to be kept in S3
+    text = "Deploy the backend. " + "Context: " + "x" * 40_000
+    created_at = datetime(2026, 1, 2, tzinfo=UTC)
+    stack.store.create(
+        ThreadMeta(thread_id="t-large", agent="deploybot", created_at=created_at),
+        [UserMessage(at=created_at, data=UserMessageData(text=text))],
+    )
+    # ... and the payload unreadable (deleted here), so that any read of it would fail the request
+    s3 = boto3.client("s3")
+    (stored,) = s3.list_objects_v2(Bucket=payload_bucket)["Contents"]
+    s3.delete_object(Bucket=payload_bucket, Key=stored["Key"])
+
+    # When the caller asks for the thread
+    got = stack.api(api_event("api-get", thread_id="t-large"))
+
+    # Then it answers from DynamoDB alone: the status, and the message as a pointer to S3
+    assert got.status == 200, got.body
+    assert (got.body["status"], got.body["last_seq"]) == ("ready", 0)
+    assert got.body["events"][0]["payload"]["size_bytes"] > 40_000
 
 
 def test_a_bad_callback_signature_is_401_and_writes_nothing(stack: Stack) -> None:

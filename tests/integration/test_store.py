@@ -26,7 +26,7 @@ from tests.unit.agent_fixtures import (
     write_prompts,
 )
 from twelvefactor import runtime
-from twelvefactor.adapters.dynamodb_store import AwsStorageError, DynamoThreadStore
+from twelvefactor.adapters.dynamodb_store import OUTLINE_MAX_BYTES, AwsStorageError, DynamoThreadStore
 from twelvefactor.adapters.ports import (
     ConcurrentAppend,
     OffloadedEvent,
@@ -45,6 +45,9 @@ from twelvefactor.core.events import (
     DoneData,
     Event,
     Thread,
+    TokenUsage,
+    ToolCall,
+    ToolCallData,
     ToolResult,
     ToolResultData,
     UserMessage,
@@ -343,7 +346,41 @@ def test_a_300_kb_tool_result_goes_to_s3_and_comes_back_intact(
     assert [key.split("/")[:2] for key in payload_keys()] == [["threads", "t-big"]]
     sizes = {item["sk"]["S"]: len(json.dumps(item).encode()) for item in raw_items()}
     assert max(sizes.values()) < DYNAMODB_ITEM_LIMIT
-    assert sizes["EVENT#0000000001"] < 1_000
+    assert sizes["EVENT#0000000001"] < OUTLINE_MAX_BYTES + 1_000  # the pointer and the outline
+
+
+def test_an_outline_load_reads_no_payload_yet_keeps_status_sequence_and_tokens(
+    store: DynamoThreadStore, payload_bucket: str, payload_keys: Any
+) -> None:
+    # Given a thread whose large events live in S3: a call with huge arguments (and the model's
+    # usage) and its huge result, which is what settles the call
+    usage = TokenUsage(prompt_tokens=1_200, completion_tokens=80)
+    big_call = ToolCall(
+        at=T0,
+        usage=usage,
+        data=ToolCallData(call_id="call-1", intent="list_git_tags", arguments={"filter": "x" * 60_000}),
+    )
+    rows = [{"tag": f"v1.{n}", "notes": "z" * 500} for n in range(200)]
+    big_result = ToolResult(at=T0, data=ToolResultData(call_id="call-1", intent="list_git_tags", result=rows))
+    store.create(meta("t-outline"), [message("which tags?")])
+    store.append("t-outline", [big_call], expected_last_seq=0)
+    store.append("t-outline", [big_result], expected_last_seq=1)
+    _, whole = store.load("t-outline")
+    assert len(payload_keys()) == 2
+
+    # When the payloads are gone from the bucket, so that reading any of them would fail
+    s3 = boto3.client("s3", region_name=REGION)
+    for key in payload_keys():
+        s3.delete_object(Bucket=payload_bucket, Key=key)
+    with pytest.raises(StorageError):
+        store.load("t-outline")
+    _, outline = store.load_outline("t-outline")
+
+    # Then the outline still says what the whole thread says: the call settled, its tokens, its length
+    assert state.status(outline.events) is state.status(whole.events) is state.ThreadStatus.READY
+    assert state.total_tokens(outline.events) == state.total_tokens(whole.events) == 1_280
+    assert outline.last_seq == whole.last_seq == 2
+    assert [event.id for event in outline.events] == [event.id for event in whole.events]
 
 
 def test_payload_links_of_the_runtimes_store_are_sigv4_on_the_buckets_own_host(

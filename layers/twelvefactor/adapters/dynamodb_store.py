@@ -27,7 +27,9 @@ key named after its content (``threads/<id>/<seq:010d>-<sha256>.json``), and its
 the pointer and the digest. Naming the object after its content (rather than only ``<seq>.json``)
 matters under contention: two writers racing for one sequence number would otherwise overwrite
 each other's object, and the winner's item could point at the loser's payload. Objects uploaded
-by a losing attempt are deleted straight away; `purge` removes any left behind by a crash.
+by a losing attempt are deleted straight away; `purge` removes any left behind by a crash. The
+item also keeps the event's outline (bulky values cut, ids and usage whole), so a reader that
+only needs the thread's status (`load_outline`, the API) reads no payload.
 
 Retention. DynamoDB's TTL deletes items one by one and only items that carry ``expires_at``, and
 stamping every event of a long thread when it ends would make that last move cost as much as the
@@ -47,7 +49,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -98,6 +100,10 @@ S3_CLIENT_CONFIG = Config(signature_version="s3v4", s3={"addressing_style": "vir
 # How long a page's link to an event kept in S3 works: long enough to read a page's worth of them,
 # short enough that a leaked link soon stops working.
 PAYLOAD_URL_SECONDS = 900
+# An offloaded event's item also keeps its outline, up to this size (see `_outline_of`).
+OUTLINE_MAX_BYTES = 2_048
+OUTLINE_STRING_CHARS = 120
+OUTLINE_LIST_ITEMS = 8
 # The page's own keys around a pointer ("seq", "type", "payload"), counted towards its byte budget.
 POINTER_OVERHEAD_BYTES = 64
 
@@ -179,6 +185,14 @@ class DynamoThreadStore:
             raise _unexpected_cancellation("create", cancelled) from None
 
     def load(self, thread_id: str) -> tuple[ThreadMeta, Thread]:
+        return self._load(thread_id, self._event_from)
+
+    def load_outline(self, thread_id: str) -> tuple[ThreadMeta, Thread]:
+        """The thread with each event kept in S3 as its outline (see `_outline`), so no payload is
+        read: exact for status, sequence numbers and token counts, never for a model or a tool."""
+        return self._load(thread_id, self._outline_from)
+
+    def _load(self, thread_id: str, event_from: Callable[[Item], Event]) -> tuple[ThreadMeta, Thread]:
         meta_item: Item | None = None
         events: list[Event] = []
         for item in self._query_partition(thread_id):
@@ -187,7 +201,7 @@ class DynamoThreadStore:
                 meta_item = item
             elif sk.startswith(EVENT_PREFIX):
                 _check_next(thread_id, sk, len(events))
-                events.append(self._event_from(item))
+                events.append(event_from(item))
         if meta_item is None:
             raise ThreadNotFound(thread_id)
         # The events read are a whole prefix (an append never leaves a gap), so the thread's
@@ -461,6 +475,8 @@ class DynamoThreadStore:
                     )
                 uploaded.append(key)
                 item |= {"payload_key": key, "payload_sha256": digest, "payload_bytes": len(body)}
+                if (outline := _outline_of(event)) is not None:
+                    item["outline"] = outline
             else:
                 item["event"] = body.decode()
             puts.append(
@@ -492,6 +508,11 @@ class DynamoThreadStore:
         )
         entry = OffloadedEvent(type=str(item["type"]), payload=payload)
         return entry, len(entry.model_dump_json()) + POINTER_OVERHEAD_BYTES
+
+    def _outline_from(self, item: Item) -> Event:
+        if "outline" in item:
+            return parse_event(str(item["outline"]))
+        return self._event_from(item)  # written before outlines were kept, or too big for one
 
     def _event_from(self, item: Item) -> Event:
         if "event" in item:
@@ -603,6 +624,32 @@ def _seq_of(sk: str) -> int:
 def _check_next(thread_id: str, sk: str, expected_seq: int) -> None:
     if _seq_of(sk) != expected_seq:
         raise StorageError(f"thread {thread_id} has {sk} where event {expected_seq} should be")
+
+
+def _outline_of(event: Event) -> str | None:
+    """An offloaded event cut down to keep in its item: every string cut to OUTLINE_STRING_CHARS,
+    every list to OUTLINE_LIST_ITEMS, every key kept. Ids, call ids, verdicts, reasons and usage
+    are short, so what status and token counts read survives whole. None when the outline is still
+    too big (a mapping with thousands of keys, say) or no longer a valid event: readers then read
+    the payload itself."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str):
+            return value[:OUTLINE_STRING_CHARS]
+        if isinstance(value, list):
+            return [cut(item) for item in value[:OUTLINE_LIST_ITEMS]]
+        if isinstance(value, dict):
+            return {key: cut(item) for key, item in value.items()}
+        return value
+
+    outline = json.dumps(cut(dump_event(event)), ensure_ascii=False, separators=(",", ":"))
+    if len(outline.encode()) > OUTLINE_MAX_BYTES:
+        return None
+    try:
+        parse_event(outline)
+    except ValueError:  # pydantic's ValidationError: a constraint the cut broke
+        return None
+    return outline
 
 
 def _check_batch(events: Sequence[Event]) -> None:

@@ -90,6 +90,10 @@ class ThreadStore(Protocol):
     def load(self, thread_id: str) -> tuple[ThreadMeta, Thread]:
         """Raises ThreadNotFound."""
 
+    def load_outline(self, thread_id: str) -> tuple[ThreadMeta, Thread]:
+        """Like `load`, without reading payloads kept elsewhere: large events come cut down, exact
+        in what status and token counts read. For readers outside the loop (the API)."""
+
     def append(self, thread_id: str, events: list[Event], *, expected_last_seq: int | None = None) -> int:
         """Append atomically after the last event; returns the new last_seq.
 
