@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 import requests  # moto answers the presigned URLs it is sent
+from botocore.awsrequest import AWSResponse
 
 from tests.integration.conftest import REGION
 from tests.moto_requests import atomic_requests_fixture  # noqa: F401 - fixture
@@ -245,6 +246,71 @@ def test_stale_expected_last_seq_raises_concurrent_append_and_writes_nothing(
     assert sorted(raw_items(), key=lambda item: item["sk"]["S"]) == before
     assert payload_keys() == []
     assert "moved past the expected last_seq 0" in str(raised.value)
+
+
+def test_a_retried_put_that_had_committed_is_success_and_keeps_its_payload(
+    store: DynamoThreadStore, payload_keys: Any
+) -> None:
+    # Given a one-event move with an offloaded payload, already written once: what botocore's retry
+    # of a PutItem whose answer was lost (a timeout, a 500) sends again
+    store.create(meta("t-retry"), [message("go")])
+    big = ToolResult(
+        at=T0, data=ToolResultData(call_id="call-1", intent="list_git_tags", result="r" * 40_000)
+    )
+    assert store.append("t-retry", [big], expected_last_seq=0) == 1
+
+    # When the same put arrives again and finds its own event holding the slot
+    assert store.append("t-retry", [big], expected_last_seq=0) == 1
+
+    # Then it succeeds, the event is there once, and its payload was not deleted as a loser's
+    _, thread = store.load("t-retry")
+    assert thread.events[1:] == (big,)
+    assert len(payload_keys()) == 1
+
+
+@pytest.mark.parametrize("conflicts", [1, 99], ids=["once, then through", "every time"])
+def test_a_put_refused_for_another_writers_transaction_in_flight_is_retried_then_stale(
+    store: DynamoThreadStore, raw_items: Any, payload_keys: Any, conflicts: int
+) -> None:
+    # Given a one-event move whose PutItem DynamoDB refuses with TransactionConflict, because
+    # another writer's transaction holds the item (moto never answers this: it is injected here)
+    store.create(meta("t-conflict"), [message("go")])
+    refused = TransactionConflictAnswers(store, conflicts)
+    big = ToolResult(
+        at=T0, data=ToolResultData(call_id="call-1", intent="list_git_tags", result="c" * 40_000)
+    )
+    before = raw_items()
+
+    # When it is appended
+    if conflicts == 1:
+        store.append("t-conflict", [big], expected_last_seq=0)
+        # Then a conflict that clears is retried and the move lands
+        assert refused.answered == 1
+        assert store.load("t-conflict")[1].events[1:] == (big,)
+    else:
+        # Then one that does not clears is a lost race the caller reloads after (not a storage
+        # failure), and the move left nothing behind: no item, no payload
+        with pytest.raises(ConcurrentAppend):
+            store.append("t-conflict", [big], expected_last_seq=0)
+        assert raw_items() == before
+        assert payload_keys() == []
+
+
+class TransactionConflictAnswers:
+    """Answers the store's next `count` PutItem requests as DynamoDB does when a transaction holds
+    the item, before they reach moto (botocore's before-call hook may answer in the service's place)."""
+
+    def __init__(self, store: DynamoThreadStore, count: int) -> None:
+        self.remaining, self.answered = count, 0
+        store._client.meta.events.register("before-call.dynamodb.PutItem", self._answer)
+
+    def _answer(self, **_: Any) -> tuple[Any, dict[str, Any]] | None:
+        if self.remaining == 0:
+            return None
+        self.remaining -= 1
+        self.answered += 1
+        error = {"Code": "TransactionConflictException", "Message": "Transaction is ongoing for the item"}
+        return AWSResponse("https://dynamodb", 400, {}, None), {"Error": error, "ResponseMetadata": {}}
 
 
 def test_twenty_concurrent_appenders_lose_and_duplicate_nothing(

@@ -489,6 +489,20 @@ def test_a_result_whose_call_the_budget_drops_shows_its_arguments_again() -> Non
     assert whole.endswith("<deploy_backend_result>\ndeployment_id: dep-1\n</deploy_backend_result>")
 
 
+def test_a_result_whose_call_an_agent_hides_keeps_the_fields_it_repeats() -> None:
+    # Given an agent whose renderer hides deploy calls, and a deploy result that repeats the tag
+    events: list[Event] = [
+        call("call-1", "deploy_backend", tag="v1.2.3"),
+        result("call-1", "deploy_backend", {"deployment_id": "dep-1", "tag": "v1.2.3"}),
+    ]
+    renderer = ContextRenderer(renderers={"deploy_backend": lambda event: None})
+
+    # When it is rendered, then the result alone says which tag was deployed
+    assert renderer.render(events) == (
+        "<deploy_backend_result>\ndeployment_id: dep-1\ntag: v1.2.3\n</deploy_backend_result>"
+    )
+
+
 def test_empty_fields_are_left_out_and_an_empty_body_is_one_short_tag() -> None:
     events: list[Event] = [
         call("call-1", "list_git_tags"),

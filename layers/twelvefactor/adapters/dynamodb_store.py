@@ -188,7 +188,7 @@ class DynamoThreadStore:
         return self._load(thread_id, self._event_from)
 
     def load_outline(self, thread_id: str) -> tuple[ThreadMeta, Thread]:
-        """The thread with each event kept in S3 as its outline (see `_outline`), so no payload is
+        """The thread with each event kept in S3 as its outline (see `_outline_of`), so no payload is
         read: exact for status, sequence numbers and token counts, never for a model or a tool."""
         return self._load(thread_id, self._outline_from)
 
@@ -408,14 +408,33 @@ class DynamoThreadStore:
         return last_seq + len(events)
 
     def _put_one(self, put: TransactWriteItemTypeDef) -> None:
-        """A one-event move: the put's own condition is the whole lock, no transaction needed."""
-        try:
-            with _storage_errors("PutItem"):
+        """A one-event move: the put's own condition is the whole lock, no transaction needed.
+
+        A put has no ClientRequestToken, so botocore's retry of one that did commit (after a
+        timeout, say) fails on its own item: finding our own event there is success. A put that
+        meets another writer's transaction in flight is refused and tried again, as `_transact` does.
+        """
+        ours = put["Put"]["Item"]
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
                 self._client.put_item(**put["Put"])
-        except AwsStorageError as error:
-            if error.code == "ConditionalCheckFailedException":
-                raise _Cancelled((("ConditionalCheckFailed", None),)) from None
-            raise
+                return
+            except ClientError as error:
+                code = _code(error)
+                if code == "ConditionalCheckFailedException":
+                    # Error responses skip the resource's conversion: the item is in the wire format.
+                    raw: dict[str, Any] = error.response.get("Item") or {}  # type: ignore[assignment]
+                    found = {name: _DESERIALIZER.deserialize(value) for name, value in raw.items()}
+                    if _same_event(found, ours):
+                        return
+                    raise _Cancelled((("ConditionalCheckFailed", found or None),)) from None
+                if code != "TransactionConflictException":
+                    raise _aws_error("PutItem", error) from error
+            except BotoCoreError as error:
+                raise StorageError(f"PutItem failed: {error}") from error
+            if attempt == CONFLICT_RETRIES:
+                raise _Cancelled((("TransactionConflict", None),))
+            time.sleep(random.uniform(0, MAX_BACKOFF_SECONDS))
 
     def _meta_update(
         self, thread_id: str, events: Sequence[Event], *, always: bool
@@ -485,6 +504,8 @@ class DynamoThreadStore:
                         "TableName": self._table.name,
                         "Item": item,
                         "ConditionExpression": "attribute_not_exists(sk)",
+                        # What holds the slot, so that a put can tell its own retried write.
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                     }
                 }
             )
@@ -705,6 +726,12 @@ def _reasons(error: ClientError) -> Iterator[tuple[str, Item | None]]:
             {name: _DESERIALIZER.deserialize(value) for name, value in raw_item.items()} if raw_item else None
         )
         yield str(reason.get("Code", "None")), item
+
+
+def _same_event(found: Item, ours: Mapping[str, Any]) -> bool:
+    """Whether an event item found at our sequence number is the one we were writing: the same JSON,
+    or the same content-addressed payload (event ids are unique, so no other writer's matches)."""
+    return any(name in ours and found.get(name) == ours[name] for name in ("event", "payload_key"))
 
 
 def _only_codes(cancelled: _Cancelled, *codes: str) -> bool:

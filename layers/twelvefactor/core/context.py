@@ -169,16 +169,20 @@ class ContextRenderer:
         )
         blocks: list[_Block] = []
         call_blocks: dict[str, int] = {}  # call id -> the position of its call's block
+        # A result leaves out what its call's block shows, so only the arguments of calls shown
+        # (an agent's renderer may hide a call).
+        shown_arguments: dict[str, Mapping[str, Any]] = {}
         for index, event in enumerate(events):
             if index in superseded:
                 tag = default_body(event)[0]
                 override = self._override(event, tag)
                 if override is None or override(event) is not None:  # an agent may hide it altogether
                     blocks.append(_Block(_superseded_marker(tag)))
-            elif (text := self.render_event(event, arguments)) is not None:
+            elif (text := self.render_event(event, shown_arguments)) is not None:
                 block = _Block(text)
                 if isinstance(event, ToolCall):
                     call_blocks[event.data.call_id] = len(blocks)
+                    shown_arguments[event.data.call_id] = arguments[event.data.call_id]
                 elif isinstance(event, ToolResult) and event.data.call_id in call_blocks:
                     # Rendered whole only if the budget drops the call: most never are.
                     block = _Block(text, call_blocks[event.data.call_id], partial(self.render_event, event))
@@ -289,20 +293,28 @@ class ContextRenderer:
         head = blocks[0].text
         # Room for the marker (at its longest count) and the blank lines around it.
         room = self._budget_chars - len(head) - len(_elided_marker(len(blocks))) - 2
-        first_kept = len(blocks)  # the oldest block of the kept tail
-        newest_cut: str | None = None
-        while first_kept > 1:
-            tail = [block.shown(first_kept - 1) for block in blocks[first_kept - 1 :]]
-            if sum(len(text) + 2 for text in tail) > room:
-                if first_kept == len(blocks):
-                    newest_cut = _cut(tail[-1], room - 2)
-                break
+        first_kept, used = len(blocks), 0  # the oldest block of the kept tail, and the tail's size
+        while first_kept > 1 and used + len(blocks[first_kept - 1].text) + 2 <= room:
             first_kept -= 1
+            used += len(blocks[first_kept].text) + 2
+        # A kept result whose call is not shows whole, which may take the tail over: then its
+        # oldest blocks go too, until it fits (each result is rendered whole at most once).
+        while first_kept < len(blocks) and used + _echoes(blocks, first_kept) > room:
+            used -= len(blocks[first_kept].text) + 2
+            first_kept += 1
+        newest_cut = None
+        if first_kept == len(blocks):
+            newest_cut = _cut(blocks[-1].shown(len(blocks) - 1), room - 2)
         kept = [block.shown(first_kept) for block in blocks[first_kept:]]
         if newest_cut is not None:
             kept = [newest_cut]
         marker = _elided_marker(first_kept - 1 - (1 if newest_cut is not None else 0))
         return "\n\n".join([head, marker, *kept])
+
+
+def _echoes(blocks: list[_Block], first_kept: int) -> int:
+    """How much longer the kept tail is for its results whose call was left out."""
+    return sum(block.echo_chars for block in blocks[first_kept:] if block.whole_when(first_kept))
 
 
 class _Block:
@@ -313,7 +325,7 @@ class _Block:
         self, text: str, call_block: int | None = None, render_whole: Callable[[], str | None] | None = None
     ) -> None:
         self.text = text
-        self._call_block = call_block
+        self.call_block = call_block
         self._render_whole = render_whole
 
     @cached_property
@@ -321,11 +333,18 @@ class _Block:
         whole = self._render_whole() if self._render_whole is not None else None
         return whole if whole is not None else self.text
 
+    @property
+    def echo_chars(self) -> int:
+        """How much longer the block is when shown whole."""
+        return len(self._whole) - len(self.text)
+
+    def whole_when(self, first_kept: int) -> bool:
+        """Whether the block shows whole when the blocks from `first_kept` on are kept (block 0
+        always is): a result whose call's block is left out."""
+        return self.call_block is not None and 0 < self.call_block < first_kept
+
     def shown(self, first_kept: int) -> str:
-        """The text to show when the blocks from `first_kept` on are kept (block 0 always is)."""
-        if self._call_block is not None and 0 < self._call_block < first_kept:
-            return self._whole
-        return self.text
+        return self._whole if self.whole_when(first_kept) else self.text
 
 
 def _cut(block: str, limit: int) -> str | None:
