@@ -32,6 +32,7 @@ from twelvefactor.adapters.llm import guided_schema, strict_schema, tool_definit
 from twelvefactor.core.events import TokenUsage
 from twelvefactor.core.tools import BUILTIN_INTENTS, IntentSet
 from twelvefactor.local.fake_openai import Answer, FakeOpenAI, HttpError, Scripted, ToolCallAnswer
+from twelvefactor.local.loopback import send_json
 
 KEY = "sk-contract-test-key-000000"
 MODEL = "contract-model"
@@ -235,12 +236,7 @@ class _KeepAliveProvider(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
-        body = json.dumps({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, 200, {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

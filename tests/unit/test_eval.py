@@ -39,6 +39,7 @@ from twelvefactor.evals.replay import cases_from_thread
 from twelvefactor.evals.scoring import JUDGE_SYSTEM, ask_judge, check_field, lookup, meeting
 from twelvefactor.local.fake_openai import Answer, FakeOpenAI, HttpError
 from twelvefactor.local.fake_services import run_fake_services
+from twelvefactor.local.loopback import send_json
 from twelvefactor.local.scripted import ScriptedModel
 from twelvefactor.settings import AgentSettings
 
@@ -730,12 +731,7 @@ class _ThreadApi(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
-        body = json.dumps(page).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, 200, page)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -44,6 +44,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from .loopback import send_json
+
 DEFAULT_MODEL = "fake-model"
 
 
@@ -237,17 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(HTTPStatus.OK, _completion(body, answer, fake.model))
 
     def _send_json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (its timeout): nobody is left to answer
+        send_json(self, status, payload, headers)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are recorded in `FakeOpenAI.requests`; access logs would only add noise

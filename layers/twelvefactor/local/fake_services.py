@@ -29,6 +29,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .loopback import send_json
+
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -221,14 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
             path = self.path.split("?", 1)[0]
             key = self.headers.get("Idempotency-Key")
             answer = self.server.services.handle(self.command, path, key, raw_body)
-        payload = json.dumps(answer.body).encode()
-        self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, answer.status, answer.body, answer.headers)
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length", "0")

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, payload: object, headers: Mapping[str, str] | None = None
+) -> None:
+    """Answer the handler's request with `payload` as JSON (and its length, so keep-alive works)."""
+    data = json.dumps(payload).encode()
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client gave up (its timeout): nobody is left to answer
 
 
 class LoopbackServer:

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-from .loopback import LoopbackServer
+from .loopback import LoopbackServer, send_json
 
 KNOWN_METHODS = ("chat.postMessage", "chat.update", "chat.postEphemeral", "auth.test")
 
@@ -86,12 +86,7 @@ class SlackStandIn:
                         arguments[key] = json.loads(arguments[key])
                 token = (self.headers.get("Authorization") or "").removeprefix("Bearer ") or None
                 method = self.path.rsplit("/", 1)[-1]
-                answer = json.dumps(standin._record(SlackCall(method, arguments, token))).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                send_json(self, 200, standin._record(SlackCall(method, arguments, token)))
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
