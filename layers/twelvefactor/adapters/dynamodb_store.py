@@ -124,7 +124,6 @@ class StaleThreadView(ConcurrentAppend):
 
     def __init__(self, thread_id: str, expected: int) -> None:
         super().__init__(f"thread {thread_id} moved past the expected last_seq {expected}")
-        self.expected_last_seq = expected
 
 
 class _Cancelled(Exception):
