@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.stack import Stack, worker_environment
+from bench.stack import Stack, quiet_collector, worker_environment
 
 if TYPE_CHECKING:
     from bench.builds import Builds
@@ -65,7 +65,10 @@ class Harness:
         if python is None:
             raise WorkerFailed(self.peer_missing)
         env = worker_environment(self.stack.environment(tables))
-        return self.run_json([python, "-m", module, json.dumps(spec)], env=env)
+        with quiet_collector() as pauses:
+            result: dict[str, Any] = self.run_json([python, "-m", module, json.dumps(spec)], env=env)
+        result["stand_in_collections"] = pauses.as_dict()
+        return result
 
     def run_json(self, command: list[str], *, env: dict[str, str] | None = None, stdin: str = "") -> Any:
         done = subprocess.run(

@@ -13,7 +13,7 @@ SIDES = {"ours": "twelvefactor", "peer": "LangGraph + DynamoDBSaver"}
 
 
 def measure(h: Harness) -> Figure:
-    threads, turns, rounds = (1, 1, 1) if h.smoke else (5, 3, 3)
+    threads, turns, rounds = (1, 1, 1) if h.smoke else (5, 3, 5)
     figure = Figure(
         2,
         "Framework overhead per step",
@@ -28,10 +28,14 @@ execution (a loopback HTTP call) and persistence (DynamoDB requests to moto over
 *CPU / step* is the worker process's own CPU time (all its threads) per step: the framework's
 work with every wait left out, since moto, the fake LLM and the fake service run in the harness's
 process. DynamoDB requests are counted per HTTP attempt below botocore, identically on both
-sides. Every worker run starts from an emptied moto (see figure 3's note on TransactWriteItems).
+sides. Every worker run starts from an emptied moto (see figure 3's note on TransactWriteItems) and
+from a collected and frozen harness heap: moto answers from the harness's process, whose full
+garbage collections otherwise stalled requests for up to 0.1 s each (`bench.stack.quiet_collector`);
+the ones still taken during each side's runs are counted below.
 """,
     )
     records: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
+    collections: dict[str, list[dict[str, float]]] = {"ours": [], "peer": []}
     sides = ["ours", "peer"] if h.has_peer else ["ours"]
     for number in range(rounds):
         for side in sides:
@@ -41,6 +45,7 @@ sides. Every worker run starts from an emptied moto (see figure 3's note on Tran
             if result["problems"]:
                 raise AssertionError(f"{side}: {result['problems']}")
             records[side] += result["records"]
+            collections[side].append(result["stand_in_collections"])
 
     figure.headers = [
         "side",
@@ -115,6 +120,16 @@ sides. Every worker run starts from an emptied moto (see figure 3's note on Tran
         )
     else:
         figure.verdicts.append(Verdict("overhead per step at most 0.5x LangGraph's", None, h.peer_missing))
+    figure.notes.append(
+        "The stand-ins' full garbage collections during each side's runs (they stall whatever request "
+        "is in flight): "
+        + "; ".join(
+            f"{SIDES[side]} {sum(int(c['count']) for c in collections[side])}, longest "
+            f"{ms(max((c['longest'] for c in collections[side]), default=0.0))}"
+            for side in sides
+        )
+        + "."
+    )
     figure.notes.append(
         "DynamoDB wait is summed over requests: the checkpointer writes a step's items from a thread "
         "pool, so its sum can exceed the turn's wall time."

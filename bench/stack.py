@@ -7,12 +7,14 @@ in bench/.venv) and reaches these over loopback HTTP, so both pay the same netwo
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -115,6 +117,48 @@ def running_stack() -> Iterator[Stack]:
         llm = stack.enter_context(fake_llm())
         services_url = stack.enter_context(run_fake_services())
         yield Stack(aws_url=f"http://{host}:{port}", llm=llm, services_url=services_url)
+
+
+@dataclass
+class CollectorPauses:
+    """The full (generation 2) garbage collections the harness process ran during one measurement."""
+
+    seconds: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        longest = max(self.seconds, default=0.0)
+        return {"count": len(self.seconds), "total": sum(self.seconds), "longest": longest}
+
+
+@contextmanager
+def quiet_collector() -> Iterator[CollectorPauses]:
+    """Start a measurement with the stand-ins' garbage collected and the survivors frozen.
+
+    moto, the fake LLM and the fake service answer from this process, so a full collection here
+    stalls whichever request is in flight: it walked every object the process held (moto's modules,
+    everything the previous runs left), up to about 0.1 s on this machine, long enough to become a
+    side's p95 by landing in two or three of its turns. Collecting and freezing first (`gc.freeze`)
+    leaves only what this measurement allocates for a collection to walk; the pauses still taken
+    are recorded so each figure can show them.
+    """
+    gc.collect()
+    gc.freeze()
+    pauses = CollectorPauses()
+    started: list[float] = []
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pauses.seconds.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(on_collection)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(on_collection)
 
 
 def worker_environment(extra: dict[str, str]) -> dict[str, str]:

@@ -1,11 +1,14 @@
 """The pieces of the benchmark whose mistakes would skew a figure without failing a run."""
 
+import gc
 import json
+import weakref
 
 import pytest
 
 from bench.fake_llm import UnexpectedRequest, respond
 from bench.report import Summary, percentile
+from bench.stack import quiet_collector
 from bench.storage import item_size
 from twelvefactor.local.fake_openai import Answer, ToolCallAnswer
 
@@ -35,6 +38,33 @@ def test_item_size_follows_dynamodb_rules() -> None:
     # When it is sized
     # Then names and values count as DynamoDB counts them
     assert item_size(item) == 11 + 17 + 12 + 5 + 10
+
+
+def test_a_measurement_starts_from_a_frozen_heap_and_records_the_full_collections_it_meets() -> None:
+    # Given a harness heap holding garbage in a reference cycle
+    class Node:
+        peer: object = None
+
+    node = Node()
+    node.peer = node
+    collected = weakref.ref(node)
+    del node
+    try:
+        # When a measurement runs and a full collection happens during it
+        with quiet_collector() as pauses:
+            frozen = gc.get_freeze_count()
+            garbage_was_collected = collected() is None
+            gc.collect()
+            gc.collect(generation=1)
+
+        # Then the garbage was collected before the rest of the heap was frozen, and only the full
+        # collection taken during the measurement is recorded, with its duration
+        assert garbage_was_collected
+        assert frozen > 0
+        assert len(pauses.seconds) == 1
+        assert pauses.as_dict()["longest"] == pauses.seconds[0] > 0
+    finally:
+        gc.unfreeze()
 
 
 def _tool_call(call_id: str, name: str) -> dict[str, object]:
