@@ -159,6 +159,8 @@ def quiet_collector() -> Iterator[CollectorPauses]:
         yield pauses
     finally:
         gc.callbacks.remove(on_collection)
+        # Back into the collector's care, so garbage the frozen objects become is found next time.
+        gc.unfreeze()
 
 
 def worker_environment(extra: dict[str, str]) -> dict[str, str]:
