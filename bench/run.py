@@ -136,8 +136,9 @@ sides, measured in the same run, are the result; absolute times are context for 
 which is shared (2 cores, several other jobs), so they move from run to run. Medians with min–max
 unless a column says otherwise; where a target of issue 5 is missed, its line says **MISSED**.
 
-`make bench` reruns everything (about 15 minutes here); `python -m bench.run --figures 2,3`
-reruns some figures; `make bench-smoke` (part of `make test`) runs each once on tiny sizes.
+`make bench` reruns everything (about 6 minutes here, after its one-time set-up);
+`python -m bench.run --figures 2,3` reruns some figures; `make bench-smoke` (part of `make test`)
+runs each once on tiny sizes.
 
 {machine(h)}
 """
