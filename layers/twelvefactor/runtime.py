@@ -525,9 +525,11 @@ class Runtime:
         arrives while the reducer or another trigger writes is never dropped, and an answer that is
         no longer wanted becomes NotWaiting instead of landing on a thread that moved on.
         Returns the thread the events were decided on, the events and their last sequence number.
+        Decisions read the thread's outline: status, ids and sequence numbers are exact there, and a
+        trigger answering a person reads none of the payloads big tool results keep in S3.
         """
         for attempt in range(MAX_APPEND_ATTEMPTS):
-            _meta, thread = self.store.load(thread_id)
+            _meta, thread = self.store.load_outline(thread_id)
             events = decide(thread)
             try:
                 return thread, events, self.store.append(thread_id, events, expected_last_seq=thread.last_seq)
@@ -564,7 +566,7 @@ class Runtime:
         wait = self.store.get_wait(thread_id)
         if wait is None or wait.kind != "callback":
             return None
-        pending = state.awaiting_callback(self.store.load(thread_id)[1].events)
+        pending = state.awaiting_callback(self.store.load_outline(thread_id)[1].events)
         return wait if pending is not None and pending.data.call_id == call_id else None
 
     def _answer(self, thread: Thread, wait: PendingWait, payload: dict[str, Any]) -> list[Event]:

@@ -40,6 +40,10 @@ from twelvefactor.core import replies, state
 from twelvefactor.core.channels import SlackRef
 from twelvefactor.core.errors import ThreadNotFound
 from twelvefactor.core.events import (
+    Approval,
+    ApprovalData,
+    ApprovalRequested,
+    ApprovalRequestedData,
     Cancelled,
     CancelledData,
     Done,
@@ -447,6 +451,39 @@ def test_an_outline_load_reads_no_payload_yet_keeps_status_sequence_and_tokens(
     assert state.total_tokens(outline.events) == state.total_tokens(whole.events) == 1_280
     assert outline.last_seq == whole.last_seq == 2
     assert [event.id for event in outline.events] == [event.id for event in whole.events]
+
+
+def test_a_persons_answer_lands_without_reading_the_payloads_kept_in_s3(
+    store: DynamoThreadStore, payload_bucket: str, payload_keys: Any
+) -> None:
+    # Given a thread waiting for approval of a call whose arguments are large enough to be kept in S3
+    arguments = {"tag": "v1.2.3", "environment": "production", "notes": "n" * 60_000}
+    big_call = ToolCall(
+        at=T0, data=ToolCallData(call_id="call-7", intent="deploy_backend", arguments=arguments)
+    )
+    asked = ApprovalRequested(
+        at=T0, data=ApprovalRequestedData(call_id="call-7", intent="deploy_backend", arguments=arguments)
+    )
+    store.create(meta("t-answer"), [message("deploy it"), big_call, asked])
+    # ... and those payloads unreadable (deleted here), so that reading any of them would fail
+    s3 = boto3.client("s3", region_name=REGION)
+    for key in payload_keys():
+        s3.delete_object(Bucket=payload_bucket, Key=key)
+
+    # When a person approves through the runtime, as the API, Slack and email triggers do
+    resumed = runtime.Runtime(store=store).resume(
+        "t-answer", replies.ApprovalReply(approved=True, by="alice@example.com")
+    )
+
+    # Then the approval lands for that call, decided from the thread's outline alone, and the
+    # approved call is next to run
+    assert resumed.status is state.ThreadStatus.TOOL_PENDING
+    _, thread = store.load_outline("t-answer")
+    assert thread.events[-1] == Approval(
+        id=thread.events[-1].id,
+        at=thread.events[-1].at,
+        data=ApprovalData(call_id="call-7", approved=True, by="alice@example.com"),
+    )
 
 
 def test_payload_links_of_the_runtimes_store_are_sigv4_on_the_buckets_own_host(

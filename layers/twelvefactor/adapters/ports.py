@@ -92,12 +92,13 @@ class ThreadStore(Protocol):
 
     def load_outline(self, thread_id: str) -> tuple[ThreadMeta, Thread]:
         """Like `load`, without reading payloads kept elsewhere: large events come cut down, exact
-        in what status and token counts read. For readers outside the loop (the API)."""
+        in what status, ids and token counts read. For readers outside the loop: the API's views,
+        and the triggers deciding where a person's input goes."""
 
     def append(self, thread_id: str, events: list[Event], *, expected_last_seq: int | None = None) -> int:
         """Append atomically after the last event; returns the new last_seq.
 
-        With expected_last_seq (the `Thread.last_seq` of a `load` of this thread: the store trusts
+        With expected_last_seq (the `Thread.last_seq` of a load of this thread: the store trusts
         that the thread exists), raises ConcurrentAppend if the thread moved on; without it,
         retries on contention so concurrent appenders never lose or duplicate an event.
         """
