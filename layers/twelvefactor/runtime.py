@@ -18,7 +18,6 @@ Tests and ``twelvefactor invoke`` swap dependencies with `reset(llm=..., clock=.
 from __future__ import annotations
 
 import hashlib
-import random
 import secrets
 import time
 import uuid
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from .adapters import jitter
 from .adapters.ports import (
     ConcurrentAppend,
     PendingWait,
@@ -537,7 +537,7 @@ class Runtime:
                 if attempt == MAX_APPEND_ATTEMPTS - 1:
                     raise
             # Full jitter: writers that collided once should not collide again in lockstep.
-            time.sleep(random.uniform(0, min(MAX_APPEND_BACKOFF_SECONDS, 0.005 * 2**attempt)))
+            time.sleep(jitter.full_jitter(min(MAX_APPEND_BACKOFF_SECONDS, 0.005 * 2**attempt)))
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _new_wait(

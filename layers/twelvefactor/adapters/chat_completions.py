@@ -24,13 +24,13 @@ import contextlib
 import email.utils
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from twelvefactor.adapters import jitter
 from twelvefactor.core.events import TokenUsage
 
 logger = logging.getLogger(__name__)
@@ -251,4 +251,4 @@ def _retry_delay(retries_taken: int, retry_after: float | None) -> float:
         return retry_after
     backoff = min(INITIAL_RETRY_DELAY * 2.0**retries_taken, MAX_RETRY_DELAY)
     # Jitter, as the SDK does, so many reducers throttled at once do not retry in step.
-    return backoff * (1 - 0.25 * random.random())
+    return backoff * (1 - 0.25 * jitter.fraction())

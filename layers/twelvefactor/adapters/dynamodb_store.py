@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,6 +64,7 @@ from ..core.channels import ChannelRef
 from ..core.errors import ThreadNotFound
 from ..core.events import Event, Thread, UserMessage, dump_event, parse_event
 from ..settings import StoreSettings
+from . import jitter
 from .ports import (
     ConcurrentAppend,
     EventsSlice,
@@ -227,7 +227,7 @@ class DynamoThreadStore:
             except StaleThreadView:
                 last_seq = self._read_last_seq(thread_id)
             # Full jitter: writers that collided once should not collide again in lockstep.
-            time.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
+            time.sleep(jitter.full_jitter(min(MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)))
         raise StorageError(f"thread {thread_id}: no append slot after {MAX_APPEND_ATTEMPTS} attempts")
 
     def events_after(self, thread_id: str, after_seq: int) -> list[tuple[int, Event]]:
@@ -433,7 +433,7 @@ class DynamoThreadStore:
                 raise StorageError(f"PutItem failed: {error}") from error
             if attempt == CONFLICT_RETRIES:
                 raise _Cancelled((("TransactionConflict", None),))
-            time.sleep(random.uniform(0, MAX_BACKOFF_SECONDS))
+            time.sleep(jitter.full_jitter(MAX_BACKOFF_SECONDS))
 
     def _meta_update(
         self, thread_id: str, events: Sequence[Event], *, always: bool
@@ -561,7 +561,7 @@ class DynamoThreadStore:
             # same transaction may well pass once the other one has finished.
             if not _only_conflicts(cancelled) or attempt == CONFLICT_RETRIES:
                 raise cancelled
-            time.sleep(random.uniform(0, MAX_BACKOFF_SECONDS))
+            time.sleep(jitter.full_jitter(MAX_BACKOFF_SECONDS))
 
     def _query_partition(
         self, thread_id: str, sort_key: Any = None, projection: str | None = None

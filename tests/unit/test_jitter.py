@@ -1,0 +1,49 @@
+"""Retry waits stay random across execution environments restored from one SnapStart snapshot."""
+
+import ast
+import random
+from pathlib import Path
+
+from twelvefactor.adapters import jitter
+
+LAYERS = Path(__file__).resolve().parents[2] / "layers"
+
+
+def test_environments_restored_with_one_generator_state_still_draw_different_waits() -> None:
+    # Given the module-level generator in one state, as in every environment restored from a snapshot
+    snapshot = random.getstate()
+
+    # When two environments each draw the waits of a few retries
+    first = [jitter.full_jitter(0.05) for _ in range(4)] + [jitter.fraction()]
+    random.setstate(snapshot)
+    second = [jitter.full_jitter(0.05) for _ in range(4)] + [jitter.fraction()]
+
+    # Then their waits differ, and each stays within its bounds
+    assert first != second
+    assert all(0 <= wait <= 0.05 for wait in first[:4] + second[:4])
+    assert all(0 <= share < 1 for share in (first[-1], second[-1]))
+
+
+def test_no_deployed_module_draws_from_the_snapshotted_generator() -> None:
+    # Given every module the layer deploys (local/ is dev-only and never deployed)
+    modules = [
+        path
+        for path in LAYERS.rglob("*.py")
+        if "local" not in path.relative_to(LAYERS).parts and "__pycache__" not in path.parts
+    ]
+
+    # When their calls on the `random` module are listed
+    calls = [
+        f"{path.relative_to(LAYERS)}:{node.lineno} random.{node.func.attr}"
+        for path in modules
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "random"
+        and node.func.attr != "SystemRandom"
+    ]
+
+    # Then there is none: every random wait comes from twelvefactor.adapters.jitter
+    assert len(modules) > 20
+    assert calls == []
