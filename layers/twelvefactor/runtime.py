@@ -190,9 +190,9 @@ class Runtime:
         return StepFunctionsWorkflow(self.client("stepfunctions"), self._state_machine_arn())
 
     def _state_machine_arn(self) -> str:
-        """The ARN, or "" in Notify and the reducer: the state machine's definition names them, so
-        their configuration cannot name it back (a CloudFormation cycle). They only resume and
-        fail tasks, which need the task token alone; start and cancel there would be refused."""
+        """The ARN, or "" in the reducer, whose configuration does not carry it: the reducer never
+        starts or cancels an execution (Notify, which may start one, is given the ARN by name, since
+        a reference from a function the state machine invokes would be a CloudFormation cycle)."""
         try:
             return self.settings(WorkflowSettings).state_machine_arn
         except ValidationError:
