@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -68,3 +71,37 @@ def test_a_crashing_handler_is_a_502_not_a_dropped_connection() -> None:
         response = httpx.get(f"{gateway.url}/crash")
     assert response.status_code == 502
     assert "boom" in response.json()["message"]
+
+
+def test_a_function_handles_one_request_at_a_time_like_one_execution_environment() -> None:
+    # Given two functions whose handlers count how many of their invocations run at once
+    lock = threading.Lock()
+    running = {"ApiFunction": 0, "SlackFunction": 0}
+    most = {"ApiFunction": 0, "SlackFunction": 0, "both": 0}
+
+    def counting(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        name = context.function_name
+        with lock:
+            running[name] += 1
+            most[name] = max(most[name], running[name])
+            most["both"] = max(most["both"], sum(running.values()))
+        time.sleep(0.05)  # the invocation's work, long enough for the others to arrive
+        with lock:
+            running[name] -= 1
+        return {"statusCode": 200, "body": ""}
+
+    routes = [
+        Route("POST", "/threads", "ApiFunction", counting),
+        Route("POST", "/slack", "SlackFunction", counting),
+    ]
+    with LocalGateway(routes) as gateway, ThreadPoolExecutor(max_workers=8) as pool:
+        # When eight requests arrive at once, four for each function
+        paths = ["/threads", "/slack"] * 4
+        statuses = list(
+            pool.map(lambda path: httpx.post(f"{gateway.url}{path}", timeout=10).status_code, paths)
+        )
+
+    # Then all are answered, each function ran one invocation at a time, and the two ran side by side
+    assert statuses == [200] * 8
+    assert (most["ApiFunction"], most["SlackFunction"]) == (1, 1)
+    assert most["both"] == 2

@@ -5,6 +5,11 @@ event, calls the Lambda handler the template maps the route to, and turns the ha
 back into an HTTP response. The handlers cannot tell it from API Gateway: the same event shape
 reaches them here, in `sam local`, and on AWS.
 
+Like one Lambda execution environment per function, it runs a function's invocations one at a
+time: handlers keep per-invocation state in module globals (Powertools' resolver holds the current
+event, the Logger its keys), which two invocations running at once in one process would mix up. A
+burst of requests to one function queues; different functions still run side by side.
+
 What it does not emulate: IAM (SigV4) authorization. It is a dev server bound to 127.0.0.1; the
 caller identity it reports is a fixed local user.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -113,6 +119,7 @@ class LocalGateway:
 
     def __init__(self, routes: Sequence[Route], *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.routes = list(routes)
+        self._one_at_a_time = {route.function_name: threading.Lock() for route in self.routes}
         self._http = LoopbackServer(self._request_handler(), name="local-gateway", host=host, port=port)
 
     @property
@@ -127,7 +134,9 @@ class LocalGateway:
         for route, parameters in on_path:
             if route.accepts(method):
                 event = proxy_event(route, method, raw_path, headers, body, parameters)
-                return _http_response(route.handler(event, LambdaContext(function_name=route.function_name)))
+                with self._one_at_a_time[route.function_name]:
+                    result = route.handler(event, LambdaContext(function_name=route.function_name))
+                return _http_response(result)
         if on_path:
             return _json_error(405, f"{method} is not allowed on {path}")
         return _json_error(404, f"no route for {method} {path}")

@@ -65,7 +65,13 @@ def invoke_handler(name: str, handler: Handler, body: Any, response_headers: dic
 
 
 class LambdaBridge:
-    """A name -> handler table consulted by moto's Lambda backend while installed."""
+    """A name -> handler table consulted by moto's Lambda backend while installed.
+
+    Invocations from concurrent executions overlap here, standing in for the many execution
+    environments Lambda would run them in. That is sound for the reducer and Notify, which keep no
+    per-invocation state in module globals (only log keys and the metrics buffer, which overlapping
+    invocations share locally); the gateway's functions do, so it runs them one at a time.
+    """
 
     def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
         self._handlers: dict[str, Handler] = dict(handlers or {})
