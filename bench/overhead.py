@@ -35,7 +35,7 @@ the ones still taken during each side's runs are counted below.
 """,
     )
     records: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
-    collections: dict[str, list[dict[str, float]]] = {"ours": [], "peer": []}
+    stand_in_collections: dict[str, list[dict[str, float]]] = {"ours": [], "peer": []}
     sides = ["ours", "peer"] if h.has_peer else ["ours"]
     for number in range(rounds):
         for side in sides:
@@ -45,7 +45,7 @@ the ones still taken during each side's runs are counted below.
             if result["problems"]:
                 raise AssertionError(f"{side}: {result['problems']}")
             records[side] += result["records"]
-            collections[side].append(result["stand_in_collections"])
+            stand_in_collections[side].append(result["stand_in_collections"])
 
     figure.headers = [
         "side",
@@ -124,8 +124,8 @@ the ones still taken during each side's runs are counted below.
         "The stand-ins' full garbage collections during each side's runs (they stall whatever request "
         "is in flight): "
         + "; ".join(
-            f"{SIDES[side]} {sum(int(c['count']) for c in collections[side])}, longest "
-            f"{ms(max((c['longest'] for c in collections[side]), default=0.0))}"
+            f"{SIDES[side]} {sum(int(c['count']) for c in stand_in_collections[side])}, longest "
+            f"{ms(max((c['longest'] for c in stand_in_collections[side]), default=0.0))}"
             for side in sides
         )
         + "."

@@ -141,6 +141,7 @@ def quiet_collector() -> Iterator[CollectorPauses]:
     leaves only what this measurement allocates for a collection to walk; the pauses still taken
     are recorded so each figure can show them.
     """
+    frozen_by_others = gc.get_freeze_count() > 0
     gc.collect()
     gc.freeze()
     pauses = CollectorPauses()
@@ -159,8 +160,10 @@ def quiet_collector() -> Iterator[CollectorPauses]:
         yield pauses
     finally:
         gc.callbacks.remove(on_collection)
-        # Back into the collector's care, so garbage the frozen objects become is found next time.
-        gc.unfreeze()
+        # Back into the collector's care, so garbage the frozen objects become is found next time
+        # (unless something else froze objects first: `gc` cannot tell whose they are).
+        if not frozen_by_others:
+            gc.unfreeze()
 
 
 def worker_environment(extra: dict[str, str]) -> dict[str, str]:

@@ -37,7 +37,9 @@ def measure(h: Harness) -> Figure:
 `twelvefactor.local.stack.LocalStack` in one worker process: moto server with Step Functions
 executing our ASL, the handlers behind the local API gateway and the Lambda bridge, the fake
 deployment service and the scripted fake LLM. {threads} threads are launched at once with
-`POST /threads` (each with an `Idempotency-Key`, from {threads} client threads); each thread is one
+`POST /threads` (each with an `Idempotency-Key`, from {threads} client threads); the gateway serves
+the Api function one request at a time, as one Lambda execution environment would, so launches
+queue there (*launch p95*), while the executions' reducers overlap. Each thread is one
 turn of {STEPS_PER_TURN} steps run by its own state machine execution. *Threads/s* is threads divided
 by the time from the first launch to the last execution's end; *step latency* is the time
 between consecutive events of a thread (their `at` stamps), so it includes queueing behind the

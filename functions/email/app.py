@@ -105,8 +105,8 @@ def _process(rt: runtime.Runtime, message_id: str, allowlist: frozenset[str]) ->
 
 
 def _answer(rt: runtime.Runtime, thread_id: str, mail: inbound_email.InboundEmail) -> state.ThreadStatus:
-    _meta, thread = rt.store.load(thread_id)
-    if state.status(thread.events) is state.ThreadStatus.AWAITING_APPROVAL:
+    _meta, outline = rt.store.load_outline(thread_id)  # the status alone: no S3 payload read
+    if state.status(outline.events) is state.ThreadStatus.AWAITING_APPROVAL:
         approval = inbound_email.parse_approval(mail.text, by=mail.sender)
         if approval is None:
             raise UnclearApproval(f"thread {thread_id} waits for APPROVE or REJECT")

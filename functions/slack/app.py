@@ -108,7 +108,7 @@ def _message(rt: runtime.Runtime, message: slack.SlackMessage) -> Result:
 
 def _click(rt: runtime.Runtime, click: slack.ButtonClick) -> Result:
     logger.set_correlation_id(click.thread_id)
-    meta, _thread = rt.store.load(click.thread_id)
+    meta, _outline = rt.store.load_outline(click.thread_id)  # no S3 payload is needed to check it
     # A button only answers the thread that lives in the conversation where it was clicked.
     if not (
         isinstance(meta.channel, SlackRef)

@@ -173,8 +173,8 @@ def email_thread(rt: runtime.Runtime, thread_id: str, events: list[Event]) -> st
     return thread_id
 
 
-def awaiting_approval(rt: runtime.Runtime) -> str:
-    arguments = {"service": "web", "version": "1.4.2", "environment": "staging"}
+def awaiting_approval(rt: runtime.Runtime, **extra_arguments: str) -> str:
+    arguments = {"service": "web", "version": "1.4.2", "environment": "staging", **extra_arguments}
     return email_thread(
         rt,
         "email-sample-approval",
@@ -252,6 +252,26 @@ def test_an_approve_reply_approves_and_the_thread_replies_to_it_next(
     assert isinstance(meta.channel, EmailRef)
     assert meta.channel.message_id == "<CAF-reply-0002@mail.example.com>"
     assert rt.store.find_linked("EMAIL#<CAF-reply-0002@mail.example.com>") == thread_id
+
+
+def test_an_approve_reply_lands_without_reading_the_payloads_kept_in_s3(
+    app: ModuleType, rt: runtime.Runtime, payload_bucket: str
+) -> None:
+    # Given a thread waiting for approval of a call whose arguments are kept in S3, and those
+    # payloads unreadable (deleted here), so that reading any of them would fail the reply
+    thread_id = awaiting_approval(rt, notes="n" * 60_000)
+    s3 = boto3.client("s3")
+    kept = s3.list_objects_v2(Bucket=payload_bucket, Prefix=f"threads/{thread_id}/")["Contents"]
+    for stored in kept:
+        s3.delete_object(Bucket=payload_bucket, Key=stored["Key"])
+
+    # When Ann replies APPROVE
+    result = arrive(app, receipt("email-reply.json"), sample_mime("email-reply.json"))
+
+    # Then the approval lands for that call: the reply was decided on DynamoDB alone
+    assert result["outcome"] == "answered"
+    last = rt.store.load_outline(thread_id)[1].events[-1]
+    assert isinstance(last, Approval) and (last.data.call_id, last.data.approved) == ("call-1", True)
 
 
 def test_a_reply_to_a_question_is_the_answer(app: ModuleType, rt: runtime.Runtime) -> None:

@@ -179,8 +179,8 @@ def slack_thread(rt: runtime.Runtime, thread_id: str, root: str, events: list[Ev
     rt.store.link(f"SLACK#{TEAM}#{CHANNEL}#{root}", thread_id)
 
 
-def awaiting_approval(rt: runtime.Runtime) -> str:
-    arguments = {"service": "web", "version": "1.4.2", "environment": "production"}
+def awaiting_approval(rt: runtime.Runtime, **extra_arguments: str) -> str:
+    arguments = {"service": "web", "version": "1.4.2", "environment": "production", **extra_arguments}
     slack_thread(
         rt,
         "slack-sample-approval",
@@ -310,6 +310,26 @@ def test_an_allowed_responder_approves_or_rejects(
     last = events_of(rt, thread_id)[-1]
     assert isinstance(last, Approval)
     assert (last.data.call_id, last.data.approved, last.data.by) == ("call-1", approved, "U0ALICE")
+
+
+def test_an_approval_click_lands_without_reading_the_payloads_kept_in_s3(
+    app: ModuleType, rt: runtime.Runtime, payload_bucket: str
+) -> None:
+    # Given a thread waiting for approval of a call whose arguments are kept in S3, and those
+    # payloads unreadable (deleted here), so that reading any of them would fail the click
+    thread_id = awaiting_approval(rt, notes="n" * 60_000)
+    s3 = boto3.client("s3")
+    kept = s3.list_objects_v2(Bucket=payload_bucket, Prefix=f"threads/{thread_id}/")["Contents"]
+    for stored in kept:
+        s3.delete_object(Bucket=payload_bucket, Key=stored["Key"])
+
+    # When the approver clicks Approve
+    response = deliver(app, load("slack-button-approve.json"))
+
+    # Then the approval lands for that call: the click was checked and decided on DynamoDB alone
+    assert response["statusCode"] == 200
+    last = rt.store.load_outline(thread_id)[1].events[-1]
+    assert isinstance(last, Approval) and (last.data.call_id, last.data.approved) == ("call-1", True)
 
 
 def test_someone_not_allowed_to_approve_is_refused_privately_and_nothing_is_written(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from twelvefactor.adapters import jitter
 
-LAYERS = Path(__file__).resolve().parents[2] / "layers"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_environments_restored_with_one_generator_state_still_draw_different_waits() -> None:
@@ -25,25 +25,28 @@ def test_environments_restored_with_one_generator_state_still_draw_different_wai
 
 
 def test_no_deployed_module_draws_from_the_snapshotted_generator() -> None:
-    # Given every module the layer deploys (local/ is dev-only and never deployed)
+    # Given every module deployed: the layer's (local/ is dev-only and never deployed) and the functions'
     modules = [
         path
-        for path in LAYERS.rglob("*.py")
-        if "local" not in path.relative_to(LAYERS).parts and "__pycache__" not in path.parts
+        for folder in (ROOT / "layers", ROOT / "functions")
+        for path in folder.rglob("*.py")
+        if "local" not in path.relative_to(folder).parts and "__pycache__" not in path.parts
     ]
 
-    # When their calls on the `random` module are listed
-    calls = [
-        f"{path.relative_to(LAYERS)}:{node.lineno} random.{node.func.attr}"
+    # When their uses of the `random` module's generator are listed
+    uses = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
         for path in modules
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and isinstance(node.func.value, ast.Name)
-        and node.func.value.id == "random"
-        and node.func.attr != "SystemRandom"
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "random"
+            and node.attr != "SystemRandom"
+        )
+        or (isinstance(node, ast.ImportFrom) and node.module == "random")
     ]
 
     # Then there is none: every random wait comes from twelvefactor.adapters.jitter
     assert len(modules) > 20
-    assert calls == []
+    assert uses == []

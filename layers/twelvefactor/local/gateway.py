@@ -5,10 +5,12 @@ event, calls the Lambda handler the template maps the route to, and turns the ha
 back into an HTTP response. The handlers cannot tell it from API Gateway: the same event shape
 reaches them here, in `sam local`, and on AWS.
 
-Like one Lambda execution environment per function, it runs a function's invocations one at a
-time: handlers keep per-invocation state in module globals (Powertools' resolver holds the current
-event, the Logger its keys), which two invocations running at once in one process would mix up. A
-burst of requests to one function queues; different functions still run side by side.
+It serves one request at a time, as one Lambda execution environment does: handlers keep
+per-invocation state in module globals (Powertools' resolver holds the current event, the Logger
+its keys), and here every function also shares this process's runtime, whose idempotency layer
+Powertools configures per call (the key prefix, the invocation's context). Two invocations at once
+would mix those up: a launch processed under another request's Idempotency-Key, say. A burst of
+requests queues; on AWS each function scales out instead.
 
 What it does not emulate: IAM (SigV4) authorization. It is a dev server bound to 127.0.0.1; the
 caller identity it reports is a fixed local user.
@@ -119,7 +121,7 @@ class LocalGateway:
 
     def __init__(self, routes: Sequence[Route], *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.routes = list(routes)
-        self._one_at_a_time = {route.function_name: threading.Lock() for route in self.routes}
+        self._one_at_a_time = threading.Lock()
         self._http = LoopbackServer(self._request_handler(), name="local-gateway", host=host, port=port)
 
     @property
@@ -134,7 +136,7 @@ class LocalGateway:
         for route, parameters in on_path:
             if route.accepts(method):
                 event = proxy_event(route, method, raw_path, headers, body, parameters)
-                with self._one_at_a_time[route.function_name]:
+                with self._one_at_a_time:
                     result = route.handler(event, LambdaContext(function_name=route.function_name))
                 return _http_response(result)
         if on_path:

@@ -68,9 +68,10 @@ class LambdaBridge:
     """A name -> handler table consulted by moto's Lambda backend while installed.
 
     Invocations from concurrent executions overlap here, standing in for the many execution
-    environments Lambda would run them in. That is sound for the reducer and Notify, which keep no
-    per-invocation state in module globals (only log keys and the metrics buffer, which overlapping
-    invocations share locally); the gateway's functions do, so it runs them one at a time.
+    environments Lambda would run them in. That is sound for the reducer and Notify: what they
+    decide comes from their event and the store, and they make no idempotency call (whose
+    Powertools layer the process's one runtime would share); the gateway's functions do, so it
+    serves them one at a time. Overlapping invocations here do share the Logger's keys.
     """
 
     def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
