@@ -6,7 +6,7 @@ passes here passes against what `sam deploy` creates, not against a hand-copied 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -79,3 +79,18 @@ def payload_bucket(aws: None, template: Template) -> str:
     assert template["Resources"]["PayloadBucket"]["Type"] == "AWS::S3::Bucket"
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=PAYLOAD_BUCKET)
     return PAYLOAD_BUCKET
+
+
+@pytest.fixture
+def lose_payloads(payload_bucket: str) -> Callable[[str], int]:
+    """Deletes the S3 payloads a thread's big events keep, so that any read of one fails; returns
+    how many there were (a test of a path that must not read them checks it had some to lose)."""
+
+    def lose(thread_id: str) -> int:
+        s3 = boto3.client("s3", region_name=REGION)
+        kept = s3.list_objects_v2(Bucket=payload_bucket, Prefix=f"threads/{thread_id}/").get("Contents", [])
+        for stored in kept:
+            s3.delete_object(Bucket=payload_bucket, Key=stored["Key"])
+        return len(kept)
+
+    return lose
