@@ -29,7 +29,8 @@ matters under contention: two writers racing for one sequence number would other
 each other's object, and the winner's item could point at the loser's payload. Objects uploaded
 by a losing attempt are deleted straight away; `purge` removes any left behind by a crash. The
 item also keeps the event's outline (bulky values cut, ids and usage whole), so a reader that
-only needs the thread's status (`load_outline`, the API) reads no payload.
+only needs the thread's status and ids (`load_outline`: the API's views, the triggers' decisions)
+reads no payload.
 
 Retention. DynamoDB's TTL deletes items one by one and only items that carry ``expires_at``, and
 stamping every event of a long thread when it ends would make that last move cost as much as the
@@ -188,7 +189,7 @@ class DynamoThreadStore:
 
     def load_outline(self, thread_id: str) -> tuple[ThreadMeta, Thread]:
         """The thread with each event kept in S3 as its outline (see `_outline_of`), so no payload is
-        read: exact for status, sequence numbers and token counts, never for a model or a tool."""
+        read: exact for status, ids, sequence numbers and token counts, never for a model or a tool."""
         return self._load(thread_id, self._outline_from)
 
     def _load(self, thread_id: str, event_from: Callable[[Item], Event]) -> tuple[ThreadMeta, Thread]:
