@@ -10,16 +10,22 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from tests.unit.agent_fixtures import AGENT_NAME, DeployService, StepClock, build_agent, write_prompts
 from twelvefactor.adapters.llm import OpenAIModel, model_from_settings, strict_schema
+from twelvefactor.core import replies
 from twelvefactor.core.errors import LlmRejected, LlmUnavailable
-from twelvefactor.core.events import TokenUsage
-from twelvefactor.core.ports import ChatMessage
+from twelvefactor.core.events import Error, Thread, TokenUsage
+from twelvefactor.core.ports import ChatMessage, Ports
+from twelvefactor.core.prompts import JinjaPrompts
+from twelvefactor.core.reducer import step
 from twelvefactor.core.tools import BUILTIN_INTENTS, DoneForNow, Intent, IntentSet, RequestHumanInput
 from twelvefactor.local.fake_openai import Answer, FakeOpenAI, HttpError, ToolCallAnswer
 from twelvefactor.settings import LlmSettings, OutputMode
@@ -430,3 +436,56 @@ def test_an_answer_cut_off_at_the_token_limit_is_returned_and_logged(
     # Then the truncated text goes to the core (which records it as invalid) and the cause is logged
     assert reply.content == '{"intent": "done_for_now", "mess'
     assert "cut off at its token limit" in logs.text
+
+
+def _error_event_after_asking(tmp_path: Path, base_url: str) -> Error:
+    """The reducer's step with the real adapter at ``base_url``: the error event it compacted."""
+    settings = LlmSettings(
+        base_url=base_url, model="deploybot-model", output_mode="json_object", max_retries=0
+    )
+    model = model_from_settings(settings, api_key="sk-test")
+    thread = Thread(id="thread-1", agent=AGENT_NAME).extended(
+        replies.launch("Deploy the backend", at=datetime(2025, 1, 2, tzinfo=UTC), channel="api")
+    )
+    ports = Ports(llm=model, prompts=JinjaPrompts(write_prompts(tmp_path)), clock=StepClock())
+    try:
+        [event] = step(build_agent(DeployService()), thread, ports)
+    finally:
+        model.close()
+    assert isinstance(event, Error)
+    return event
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        HttpError(
+            500, "upstream http://10.0.3.7:8000/v1/chat/completions failed (10.0.3.7, [fd00:ec2::254]:80)"
+        ),
+        HttpError(404, "no such model at llm.internal.example:8443"),
+        HttpError(401, "bad key"),
+        None,  # nothing listens any more: a connection error
+    ],
+)
+def test_an_llm_failures_error_event_names_no_url_or_address(
+    tmp_path: Path, logs: pytest.LogCaptureFixture, failure: HttpError | None
+) -> None:
+    # Given the real adapter aimed at a provider on loopback that fails, or is gone
+    with FakeOpenAI(model="deploybot-model") as provider:
+        base_url = provider.base_url
+        if failure is not None:
+            provider.enqueue(failure)
+            # When the reducer asks the model and compacts the failure into the thread (factor 9)
+            error = _error_event_after_asking(tmp_path, base_url)
+    if failure is None:
+        error = _error_event_after_asking(tmp_path, base_url)
+
+    # Then the error event the model will read names no URL, host, port or address
+    endpoint = base_url.split("//", 1)[1].split("/", 1)[0]
+    host, port = endpoint.split(":")
+    message = error.data.message
+    assert message.startswith(("LlmUnavailable: ", "LlmRejected: "))
+    for leak in ("http", "://", host, f":{port}", "10.0.3.7", "fd00:ec2", "llm.internal.example"):
+        assert leak not in message, (leak, message)
+    # ... while the log line for operators still says which endpoint failed
+    assert endpoint in logs.text

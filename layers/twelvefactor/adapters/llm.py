@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
+from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 from twelvefactor.adapters.chat_completions import (
     ChatCompletionsClient,
@@ -133,25 +136,63 @@ class OpenAIModel:
     # --- errors ------------------------------------------------------------------------------
 
     def _translate(self, error: ProviderError) -> LlmError:
+        """The core's error, in words the model may read: it becomes an error event in the thread
+        (factor 9), so it names no endpoint, host or address; the log line for operators does."""
         where = self.client.base_url
-        detail = _short(error.detail)
+        logger.warning(
+            "the model endpoint %s failed (status %s): %s", where, error.status, _short(error.detail)
+        )
+        detail = _short(scrub_addresses(error.detail, hosts=(urlsplit(where).hostname or "",)))
         status = error.status
         if error.timed_out:
-            return LlmUnavailable(f"the model at {where} did not answer within {self.timeout_seconds}s")
+            return LlmUnavailable(f"the model provider did not answer within {self.timeout_seconds}s")
         if status is None:
-            return LlmUnavailable(f"could not connect to the model at {where}: {detail}")
+            return LlmUnavailable(f"could not connect to the model provider: {detail}")
         if status == 401:
             hint = "" if self._has_api_key else " (no API key is configured: set OPENAI_API_KEY)"
-            return LlmRejected(f"the provider at {where} rejected the API key{hint}: {detail}")
+            return LlmRejected(f"the model provider rejected the API key{hint}: {detail}")
         if status == 403:
-            return LlmRejected(f"the provider at {where} refused access to model {self.model!r}: {detail}")
+            return LlmRejected(f"the model provider refused access to model {self.model!r}: {detail}")
         if status == 404:
-            return LlmRejected(f"model {self.model!r} or its endpoint was not found at {where}: {detail}")
+            return LlmRejected(f"model {self.model!r} or its endpoint was not found: {detail}")
         if status in (408, 409, 429) or status >= 500:
-            return LlmUnavailable(f"the provider at {where} kept failing ({status}) after retries: {detail}")
+            return LlmUnavailable(f"the model provider kept failing ({status}) after retries: {detail}")
         if status < 400:
-            return LlmUnavailable(f"unexpected answer from the provider at {where}: {detail}")
-        return LlmRejected(f"the provider at {where} rejected the request ({status}): {detail}")
+            return LlmUnavailable(f"unexpected answer from the model provider: {detail}")
+        return LlmRejected(f"the model provider rejected the request ({status}): {detail}")
+
+
+# What an address looks like in a provider's or a transport's words: a URL, a host with a port,
+# an IPv4 or IPv6 literal. Each candidate is checked before it is replaced (`_address_like`).
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_HOST_PORT = re.compile(r"\b(?:localhost|(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+):\d{1,5}\b")
+_IP_CANDIDATE = re.compile(r"\[?[0-9A-Fa-f:.]*[:.][0-9A-Fa-f:.]*(?:%[\w.-]+)?\]?(?::\d{1,5})?")
+
+
+def scrub_addresses(text: str, *, hosts: Sequence[str] = ()) -> str:
+    """``text`` without URLs, host:port pairs, IP addresses or the given host names: an error the
+    model reads must not teach it (or whoever reads the thread) where internal services live."""
+    text = _URL.sub("<url>", text)
+    text = _HOST_PORT.sub("<host>", text)
+    text = _IP_CANDIDATE.sub(
+        lambda match: "<address>" if _address_like(match.group()) else match.group(), text
+    )
+    for host in filter(None, hosts):
+        text = re.sub(re.escape(host), "<host>", text, flags=re.IGNORECASE)
+    return text
+
+
+def _address_like(candidate: str) -> bool:
+    bare = candidate.strip("[]")
+    if "]:" in candidate:
+        bare = candidate[1 : candidate.index("]")]
+    elif bare.count(":") == 1 and "." in bare:
+        bare = bare.split(":")[0]  # an IPv4 address with its port
+    try:
+        ip_address(bare.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def model_from_settings(settings: LlmSettings, api_key: str | None = None) -> OpenAIModel:
