@@ -254,7 +254,8 @@ class Runtime:
         if kind == "webhook":
             from .adapters.webhook_channel import WebhookChannel
 
-            return WebhookChannel(self.webhook_secret)
+            allow_loopback = self.settings(WebhookSettings).allow_loopback
+            return WebhookChannel(self.webhook_secret, allow_loopback=allow_loopback)
         return None
 
     @cached_property

@@ -105,6 +105,9 @@ class EmailSettings(EnvironmentSettings):
 class WebhookSettings(EnvironmentSettings):
     secret: SecretStr | None = Field(default=None, alias="WEBHOOK_SECRET")
     secret_arn: str | None = Field(default=None, alias="WEBHOOK_SECRET_ARN")
+    # Callback URLs on loopback, over plain HTTP: only the local stack sets this, for its callers'
+    # receivers on 127.0.0.1. Deployed, a callback goes to a public address over HTTPS only.
+    allow_loopback: bool = Field(default=False, alias="WEBHOOK_ALLOW_LOOPBACK")
 
 
 class EventBridgeSettings(EnvironmentSettings):

@@ -256,6 +256,8 @@ def stack_fixture(
             "IDEMPOTENCY_TABLE": idempotency_table,
             "STATE_MACHINE_ARN": machine["stateMachineArn"],
             "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            # As the local stack does: the webhook receivers here listen on loopback, over HTTP.
+            "WEBHOOK_ALLOW_LOOPBACK": "true",
             "DEPLOY_SERVICE_URL": deploy_service_url,
             "PAYMENTS_SERVICE_URL": deploy_service_url,
             "POWERTOOLS_SERVICE_NAME": "twelvefactor-test",

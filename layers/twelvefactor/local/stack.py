@@ -420,6 +420,8 @@ class LocalStack:
             "SLACK_BOT_TOKEN": self.bot_token,
             "SLACK_SIGNING_SECRET": self.signing_secret,
             "WEBHOOK_SECRET": self.webhook_secret,
+            # Local mode, explicitly: callers' webhook receivers listen on this machine's loopback.
+            "WEBHOOK_ALLOW_LOOPBACK": "true",
             "LOG_LEVEL": self.log_level,
             # EMF lines on stdout and X-Ray segments mean nothing without CloudWatch and the daemon.
             "POWERTOOLS_METRICS_DISABLED": "true",
