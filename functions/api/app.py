@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from twelvefactor import runtime, tracing
 from twelvefactor.adapters import webhook
+from twelvefactor.core.outbound import check_callback_url
 from twelvefactor.settings import IdempotencySettings, StoreSettings, WebhookSettings, WorkflowSettings
 from twelvefactor.triggers.api import (
     CALLBACK_ID_PATTERN,
@@ -57,6 +58,9 @@ def launch(
 ) -> Response[Accepted]:
     rt = runtime.current()
     rt.registry.get(request.agent)  # 400 before the idempotency record is written
+    if request.callback_url is not None:  # 422 before it, too: the runtime must not POST there
+        allow_loopback = rt.settings(WebhookSettings).allow_loopback
+        check_callback_url(str(request.callback_url), allow_loopback=allow_loopback)
 
     def start() -> dict[str, Any]:
         key = f"api:{idempotency_key}" if idempotency_key else None
@@ -131,7 +135,7 @@ def cancel(thread_id: ThreadIdPath) -> Response[Accepted]:
     return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status="cancelled"))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

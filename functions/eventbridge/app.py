@@ -29,7 +29,7 @@ runtime.current().require(StoreSettings, WorkflowSettings, IdempotencySettings, 
 LAUNCH_RULES = parse_launch_rules(runtime.current().settings(EventBridgeSettings).launch_rules)
 
 
-@logger.inject_lambda_context(correlation_id_path="id")
+@logger.inject_lambda_context(correlation_id_path="id", clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

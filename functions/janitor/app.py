@@ -41,7 +41,7 @@ META = "META"
 TTL_SWEEPER = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:

@@ -35,7 +35,7 @@ class NotifyRequest(BaseModel):
     task_token: str = Field(min_length=1, max_length=8192, repr=False)
 
 
-@logger.inject_lambda_context(correlation_id_path="thread_id")
+@logger.inject_lambda_context(correlation_id_path="thread_id", clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

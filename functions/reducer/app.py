@@ -33,7 +33,7 @@ class ReduceRequest(BaseModel):
     error: dict[str, Any] | None = None  # {"Error", "Cause"} from a Catch
 
 
-@logger.inject_lambda_context(correlation_id_path="thread_id")
+@logger.inject_lambda_context(correlation_id_path="thread_id", clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:

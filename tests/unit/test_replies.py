@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from tests.unit.agent_fixtures import Harness, harness, intent_json
 from twelvefactor.core import replies, state
 from twelvefactor.core.errors import NotWaiting
-from twelvefactor.core.events import Approval, Cancelled, HumanResponse, ToolResult, UserMessage
+from twelvefactor.core.events import Approval, ApprovalData, Cancelled, HumanResponse, ToolResult, UserMessage
 from twelvefactor.core.state import ThreadStatus
 
 NOW = datetime(2025, 1, 2, tzinfo=UTC)
@@ -211,3 +211,14 @@ def test_a_cancelled_thread_makes_no_more_moves(tmp_path: Path) -> None:
 def test_malformed_replies_are_rejected_before_reaching_a_thread(payload: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         TypeAdapter(replies.HumanReply).validate_python(payload)
+
+
+@pytest.mark.parametrize("approved", ["yes", "true", "false", 1, 0])
+def test_an_approval_is_a_boolean_not_something_coerced_to_one(approved: object) -> None:
+    # Given an answer or a stored approval whose `approved` is not a real boolean
+    # When either is validated
+    # Then it is refused rather than read as a decision ("false" would otherwise approve)
+    with pytest.raises(ValidationError):
+        replies.ApprovalReply.model_validate({"approved": approved})
+    with pytest.raises(ValidationError):
+        ApprovalData.model_validate({"call_id": "call-1", "approved": approved})

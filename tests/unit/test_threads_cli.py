@@ -106,3 +106,62 @@ def test_pages_are_followed_and_a_cursor_that_goes_back_is_refused(
     # Then both pages are read in order, and the loop ends in a clear error instead of running forever
     assert [item.seq for item in read] == [0, 1]
     assert "cursor went back" in str(refused.value)
+
+
+class _Refusals(BaseHTTPRequestHandler):
+    """Answers every POST with the 422 body this test sets."""
+
+    body: ClassVar[bytes] = b""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(422)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            {
+                "error": "RequestValidationError",
+                "message": "body.message: at most 40000 characters",
+                "detail": [{"loc": ["body", "message"], "type": "string_too_long"}],
+            },
+            "POST /threads answered 422: body.message: at most 40000 characters",
+        ),
+        (  # an API from before bodies carried a message: its field problems, not a list's repr
+            {
+                "error": "RequestValidationError",
+                "detail": [{"loc": ["body", "message"], "type": "string_too_long"}],
+            },
+            "POST /threads answered 422: body.message: string_too_long",
+        ),
+    ],
+)
+def test_a_refusal_is_shown_as_a_sentence_not_a_python_repr(answer: dict[str, Any], expected: str) -> None:
+    # Given an API that refuses a launch with a 422
+    handler = type("Handler", (_Refusals,), {"body": json.dumps(answer).encode()})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    serving = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    serving.start()
+    api = ThreadsApi(f"http://127.0.0.1:{httpd.server_address[1]}")
+    try:
+        # When the CLI launches through it
+        with pytest.raises(ApiError) as refused:
+            api.launch("deploybot", "x")
+    finally:
+        api.close()
+        httpd.shutdown()
+        httpd.server_close()
+        serving.join()
+
+    # Then the error reads as the API's reason, with no brackets or quotes of a Python list
+    assert str(refused.value) == expected
+    assert "[{" not in str(refused.value)

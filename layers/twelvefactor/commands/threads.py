@@ -159,13 +159,27 @@ class ThreadsApi:
 
 
 def _reason(response: httpx.Response) -> str:
+    """The API's refusal as a sentence: its message, else its field problems ("body.message:
+    string_too_long"), never a Python repr of the JSON."""
     try:
         body = response.json()
     except ValueError:
         return response.text[:300]
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("detail") or body.get("error") or body)
-    return str(body)
+    if not isinstance(body, dict):
+        return json.dumps(body)[:300]
+    if isinstance(body.get("message"), str) and body["message"]:
+        return str(body["message"])
+    problems = body.get("detail")
+    if isinstance(problems, list) and problems:
+        return "; ".join(_problem(item) for item in problems)
+    return str(body.get("error") or json.dumps(body)[:300])
+
+
+def _problem(item: Any) -> str:
+    if not isinstance(item, dict):
+        return json.dumps(item)
+    where = ".".join(str(part) for part in item.get("loc") or ()) or "body"
+    return f"{where}: {item.get('type', 'invalid')}"
 
 
 # --- how an event reads in a terminal ----------------------------------------------------------------

@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, TypeAdapter
 
 ThreadId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -90,7 +90,8 @@ class ApprovalRequestedData(_Model):
 
 class ApprovalData(_Model):
     call_id: CallId
-    approved: bool
+    # Strict: it decides whether the call runs, so only a real boolean does ("no" is not False).
+    approved: StrictBool
     comment: str = ""
     by: str | None = None
 

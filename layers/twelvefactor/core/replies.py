@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from . import state
 from .errors import NotWaiting
@@ -40,7 +40,9 @@ class _Reply(BaseModel):
 
 class ApprovalReply(_Reply):
     kind: Literal["approval"] = "approval"
-    approved: bool
+    # Strict on every route in (API body, signed callback, EventBridge detail): "yes", "false", 1 or
+    # "0" are refused rather than coerced, since "false" would otherwise approve a production deploy.
+    approved: StrictBool
     comment: str = Field(default="", max_length=4_000)
     # Which pending call this approves; None means "the one that is pending now".
     call_id: str | None = None

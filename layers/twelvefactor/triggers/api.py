@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -46,6 +49,7 @@ from ..core import state
 from ..core.channels import ChannelRef, NoReplyRef, WebhookRef
 from ..core.errors import NotWaiting, ThreadNotFound, TwelvefactorError, UnknownAgent
 from ..core.events import IntentName, Thread, ThreadId, dump_event
+from ..core.outbound import UnsafeUrl
 from ..core.replies import ApprovalReply, TextReply
 
 # A page of events holds this many by default, and at most MAX_PAGE_EVENTS.
@@ -225,9 +229,14 @@ ERROR_STATUS: dict[type[Exception], HTTPStatus] = {
     IdempotencyAlreadyInProgressError: HTTPStatus.CONFLICT,
     IdempotencyValidationError: HTTPStatus.UNPROCESSABLE_ENTITY,
     ValidationError: HTTPStatus.UNPROCESSABLE_ENTITY,
+    UnsafeUrl: HTTPStatus.UNPROCESSABLE_ENTITY,
     WorkflowError: HTTPStatus.BAD_GATEWAY,
     StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
 }
+
+
+# The error name of a body that is not JSON at all, whichever route parsed it.
+MALFORMED_JSON = "MalformedJson"
 
 
 class FieldProblem(BaseModel):
@@ -236,17 +245,25 @@ class FieldProblem(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every refusal's body: the error's name, and why (a message, or the fields that failed)."""
+    """Every refusal's body, whoever refuses (a route, validation, the content type, auth): the
+    error's name, why in words, and for a validation failure the fields that failed."""
 
     error: str
-    message: str | None = None
+    message: str
     detail: list[FieldProblem] | None = None
 
 
 def documented(status: HTTPStatus, model: Any) -> dict[int, OpenAPIResponse]:
     """A route's responses for its OpenAPI document: its success, and every refusal it may answer
     with (the statuses of ERROR_STATUS, 401 and 422), so the document lists what callers really get."""
-    refusals = sorted({*ERROR_STATUS.values(), HTTPStatus.UNAUTHORIZED, HTTPStatus.UNPROCESSABLE_ENTITY})
+    refusals = sorted(
+        {
+            *ERROR_STATUS.values(),
+            HTTPStatus.UNAUTHORIZED,
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        }
+    )
     responses: dict[int, OpenAPIResponse] = {
         int(refusal): {
             "description": refusal.phrase,
@@ -269,30 +286,111 @@ def status_for(error: Exception) -> HTTPStatus:
 
 
 def install_error_handlers(app: APIGatewayRestResolver, logger: Logger) -> None:
-    """Every rejection is logged with its reason and answered with a precise status."""
+    """Every rejection is logged with its reason and answered with a precise status, in one shape
+    (`ErrorBody`): Powertools' own answers for validation and content type are replaced too."""
+
+    def refuse(
+        status: HTTPStatus, error: str, message: str, detail: list[Any] | None = None
+    ) -> Response[Any]:
+        logger.warning("request rejected", extra={"status": int(status), "error": error, "reason": message})
+        body = ErrorBody(error=error, message=message, detail=detail)
+        return json_response(status, body.model_dump(mode="json", exclude_none=True))
 
     def rejected(error: Exception) -> Response[Any]:
-        status = status_for(error)
-        # Pydantic's message echoes the input; the caller gets the location and type only.
-        message = _validation_summary(error) if isinstance(error, ValidationError) else str(error)
-        logger.warning(
-            "request rejected",
-            extra={"status": int(status), "error": type(error).__name__, "reason": message},
-        )
-        return json_response(status, {"error": type(error).__name__, "message": message})
+        if isinstance(error, json.JSONDecodeError):  # a route that parses its own body (callbacks)
+            return refuse(status_for(error), MALFORMED_JSON, f"body: not valid JSON ({error.msg})")
+        if isinstance(error, ValidationError):
+            return refuse(
+                status_for(error),
+                type(error).__name__,
+                describe(error.errors()),
+                _field_problems(error.errors()),
+            )
+        return refuse(status_for(error), type(error).__name__, str(error))
 
     def invalid(error: RequestValidationError) -> Response[Any]:
-        detail = [{"loc": list(item["loc"]), "type": item["type"]} for item in error.errors()]
-        logger.warning("request rejected", extra={"status": 422, "reason": detail})
-        return json_response(
-            HTTPStatus.UNPROCESSABLE_ENTITY, {"error": "RequestValidationError", "detail": detail}
+        problems = list(error.errors())
+        if any(item["type"] == "json_invalid" for item in problems):
+            # Not JSON at all is a malformed request (400), as on the callback route, which parses
+            # its own body; JSON that breaks the contract is a validation failure (422).
+            return refuse(HTTPStatus.BAD_REQUEST, MALFORMED_JSON, describe(problems))
+        return refuse(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            "RequestValidationError",
+            describe(problems),
+            _field_problems(problems),
         )
+
+    def unsupported(_error: RequestUnsupportedContentType) -> Response[Any]:
+        return refuse(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedContentType",
+            f"body: send it as {content_types.APPLICATION_JSON}",
+        )
+
+    def no_route(_error: Exception) -> Response[Any]:
+        return refuse(HTTPStatus.NOT_FOUND, "NotFound", "no such route")
 
     app.exception_handler(list(ERROR_STATUS))(rejected)
     app.exception_handler(RequestValidationError)(invalid)
+    app.exception_handler(RequestUnsupportedContentType)(unsupported)
+    app.not_found(no_route)
 
 
-def _validation_summary(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['type']}" for item in error.errors()
-    )
+def _field_problems(errors: Iterable[Any]) -> list[dict[str, Any]]:
+    return [{"loc": list(item["loc"]), "type": item["type"]} for item in errors]
+
+
+# What each kind of validation failure says, from the constraint's own values (pydantic's `ctx`).
+# Pydantic's messages are not used: some echo the input (a discriminator's tag), and the input is
+# the caller's, possibly hostile, text that would land in logs and terminals.
+_PROBLEMS = {
+    "missing": "required",
+    "extra_forbidden": "not a known field",
+    "string_too_long": "at most {max_length} characters",
+    "string_too_short": "at least {min_length} characters",
+    "too_long": "at most {max_length} items",
+    "too_short": "at least {min_length} items",
+    "string_pattern_mismatch": "must match {pattern}",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "literal_error": "must be one of {expected}",
+    "union_tag_invalid": "{discriminator} must be one of {expected_tags}",
+    "union_tag_not_found": "needs a {discriminator} field",
+    "bool_type": "must be true or false (a JSON boolean)",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "list_type": "must be a JSON array",
+    "url_type": "must be a URL",
+    "url_parsing": "must be a valid URL",
+    "url_scheme": "the URL scheme must be {expected_schemes}",
+    "url_too_long": "at most {max_length} characters",
+    "json_invalid": "not valid JSON ({error})",
+    "value_error": "{error}",
+}
+
+
+def describe(errors: Iterable[Any]) -> str:
+    """ "body.message: at most 40000 characters; body.agent: required": each field and the limit it
+    broke, never the input that broke it."""
+    return "; ".join(_describe_one(item) for item in errors) or "invalid request"
+
+
+def _describe_one(item: Mapping[str, Any]) -> str:
+    kind = str(item.get("type", "invalid"))
+    # A JSON syntax error's location is a character offset, not a field.
+    location = item.get("loc", ()) if kind != "json_invalid" else ()
+    where = ".".join(str(part) for part in location) or "body"
+    template = _PROBLEMS.get(kind)
+    context = {key: str(value) for key, value in (item.get("ctx") or {}).items()}
+    try:
+        problem = template.format(**context) if template is not None else kind
+    except (KeyError, IndexError):
+        problem = kind
+    return f"{where}: {problem}"
