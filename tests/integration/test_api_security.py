@@ -185,6 +185,8 @@ def test_every_refusal_answers_the_same_body_shape(stack: Stack) -> None:
     unauthenticated = api_event("api-list")
     unauthenticated["requestContext"]["identity"]["userArn"] = None
     missing = api_event("api-get", thread_id="0" * 32)
+    no_route = api_event("api-list")
+    no_route["path"] = no_route["resource"] = no_route["requestContext"]["resourcePath"] = "/nowhere"
 
     # When each is sent
     answers = {
@@ -196,6 +198,7 @@ def test_every_refusal_answers_the_same_body_shape(stack: Stack) -> None:
             "too long": too_long,
             "unauthenticated": unauthenticated,
             "missing": missing,
+            "no route": no_route,
         }.items()
     }
 
@@ -208,6 +211,7 @@ def test_every_refusal_answers_the_same_body_shape(stack: Stack) -> None:
         "too long": 422,
         "unauthenticated": 401,
         "missing": 404,
+        "no route": 404,
     }
     for name, answer in answers.items():
         assert set(answer.body) <= {"error", "message", "detail"}, (name, answer.body)
