@@ -12,6 +12,7 @@ followed: a 3xx is a failed delivery, never a second request to wherever it poin
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from ..core.channels import ChannelRef, Notification, WebhookRef
 from ..core.outbound import address_problem, url_problem
 from .ports import ChannelError
 from .webhook import encode, signed_headers
+
+logger = logging.getLogger(__name__)
 
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -86,9 +89,14 @@ class WebhookChannel:
                 extensions={"sni_hostname": target.host},
                 follow_redirects=False,
             )
-            response.raise_for_status()
         except httpx.HTTPError as error:
-            raise ChannelError(f"webhook POST failed: {error}") from error
+            logger.warning("webhook POST to %s failed: %s", target.url, error)
+            raise ChannelError(f"webhook POST to {target.host!r} failed ({type(error).__name__})") from error
+        if not response.is_success:
+            # Neither the address nor a redirect's Location goes into the error: it can end up in
+            # the thread (an escalation's cause), and a Location can name an internal URL.
+            logger.warning("webhook POST to %s answered %s", target.url, response.status_code)
+            raise ChannelError(f"webhook POST to {target.host!r} answered {response.status_code}")
 
     def target(self, url: str) -> Target:
         """The URL pinned to a resolved address that passed the check; ChannelError if none may."""
@@ -107,7 +115,8 @@ class WebhookChannel:
         for address in addresses:
             problem = address_problem(address, allow_loopback=self._allow_loopback)
             if problem is not None:
-                raise ChannelError(f"callback host {parsed.host!r} refused: {problem}")
+                logger.warning("callback host %s resolved to %s: refused", parsed.host, address)
+                raise ChannelError(f"callback host {parsed.host!r} refused: it resolves to {problem}")
         netloc = parsed.netloc.decode("ascii")
         return Target(url=parsed.copy_with(host=str(addresses[0])), host=parsed.host, host_header=netloc)
 

@@ -22,6 +22,7 @@ from .errors import TwelvefactorError
 
 # NAT64 (DNS64 in a VPC) embeds an IPv4 address in this prefix: judge the embedded address.
 _NAT64 = IPv6Network("64:ff9b::/96")
+_UNIQUE_LOCAL = IPv6Network("fc00::/7")
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
 
 
@@ -30,7 +31,9 @@ class UnsafeUrl(TwelvefactorError):
 
 
 def address_problem(address: IPv4Address | IPv6Address, *, allow_loopback: bool) -> str | None:
-    """Why the runtime must not connect to ``address``, or None when it is a public address."""
+    """What kind of address the runtime must not connect to ``address`` is ("a private address"),
+    or None for a public one. It does not repeat the address: at send time that is what the caller's
+    name resolved to, which the error (it may reach the thread as an escalation) should not teach."""
     if isinstance(address, IPv6Address):
         if address.ipv4_mapped is not None:
             return address_problem(address.ipv4_mapped, allow_loopback=allow_loopback)
@@ -38,15 +41,15 @@ def address_problem(address: IPv4Address | IPv6Address, *, allow_loopback: bool)
             embedded = IPv4Address(int(address) & 0xFFFFFFFF)
             return address_problem(embedded, allow_loopback=allow_loopback)
     if address.is_loopback:
-        return None if allow_loopback else f"{address} is a loopback address"
+        return None if allow_loopback else "a loopback address"
     if address.is_link_local:
-        return f"{address} is a link-local address (where cloud metadata services answer)"
-    if isinstance(address, IPv6Address) and address in IPv6Network("fc00::/7"):
-        return f"{address} is a unique-local address"
+        return "a link-local address (where cloud metadata services answer)"
+    if isinstance(address, IPv6Address) and address in _UNIQUE_LOCAL:
+        return "a unique-local address"
     if address.is_private:
-        return f"{address} is a private address"
+        return "a private address"
     if address.is_multicast or not address.is_global:
-        return f"{address} is not a public unicast address"
+        return "not a public unicast address"
     return None
 
 
@@ -71,7 +74,8 @@ def url_problem(url: str, *, allow_loopback: bool) -> str | None:
         address = ip_address(host)
     except ValueError:
         return None  # a name: its addresses are checked when it is resolved, at send time
-    return address_problem(address, allow_loopback=allow_loopback)
+    problem = address_problem(address, allow_loopback=allow_loopback)
+    return f"{address} is {problem}" if problem is not None else None
 
 
 def check_callback_url(url: str, *, allow_loopback: bool) -> None:
