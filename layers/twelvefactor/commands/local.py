@@ -11,6 +11,7 @@ What Slack and SES would have shown is printed as it happens.
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 import textwrap
@@ -93,7 +94,9 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
 
 def banner(stack: LocalStack) -> str:
     routes = "\n".join(f"      {route.method:<6} {route.path}" for route in api_routes(stack.template))
-    exports = "\n".join(f"  export {name}={value}" for name, value in stack.client_environment().items())
+    exports = "\n".join(
+        f"  export {name}={shlex.quote(value)}" for name, value in stack.client_environment().items()
+    )
     api = stack.api_url
     launch_body = '{"agent": "deploybot", "message": "Can you deploy the backend?"}'
     return f"""
@@ -106,7 +109,8 @@ twelvefactor local stack is up. Ctrl-C stops it.
   Slack Web API stand-in                {stack.slack.base_url}
   fake deployment service               {stack.services_url}
 
-Point boto3, the AWS CLI, curl and `twelvefactor threads` at it:
+Point boto3, the AWS CLI, curl, `twelvefactor threads` and `twelvefactor invoke` at it
+(the functions' own environment included):
 {exports}
 
 Then, in that shell:
