@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -717,6 +717,30 @@ def test_a_saved_first_page_of_a_thread_is_refused_rather_than_replayed_short(
     out, err = capsys.readouterr()
     assert code != 0 and "first-page" not in out
     assert "only the first page" in err and "--from-thread <id>" in err
+
+
+def test_a_thread_saved_from_the_api_is_replayed_like_the_dumped_thread(
+    real_thread: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    api_thread_answer: Callable[..., dict[str, Any]],
+) -> None:
+    # Given the finished thread saved as GET /threads/{id} answers it: every event with its seq,
+    # and the status, tokens, channel and cursor the API adds
+    thread = Thread.model_validate_json(real_thread.read_text())
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(api_thread_answer(thread)))
+
+    # When both files are turned into cases
+    assert main(["eval", "--from-thread", str(real_thread), "--write", str(tmp_path / "dumped")]) == 0
+    code = main(["eval", "--from-thread", str(saved), "--write", str(tmp_path / "saved")])
+
+    # Then the saved answer is accepted and gives the very same case files
+    assert code == 0, capsys.readouterr().err
+    dumped_files = sorted((tmp_path / "dumped").glob("*.yaml"))
+    saved_files = sorted((tmp_path / "saved").glob("*.yaml"))
+    assert [path.name for path in saved_files] == [path.name for path in dumped_files] != []
+    assert [path.read_text() for path in saved_files] == [path.read_text() for path in dumped_files]
 
 
 class _ThreadApi(BaseHTTPRequestHandler):

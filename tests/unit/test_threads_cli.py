@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from twelvefactor.commands.threads import ApiError, ThreadsApi
+from twelvefactor.cli import main
+from twelvefactor.commands.threads import ApiError, ThreadsApi, thread_from_document
 from twelvefactor.core.events import UserMessage, UserMessageData, dump_event
 
 AT = datetime(2025, 3, 1, tzinfo=UTC)
@@ -106,3 +107,52 @@ def test_pages_are_followed_and_a_cursor_that_goes_back_is_refused(
     # Then both pages are read in order, and the loop ends in a clear error instead of running forever
     assert [item.seq for item in read] == [0, 1]
     assert "cursor went back" in str(refused.value)
+
+
+def _message(text: str) -> dict[str, Any]:
+    return dump_event(UserMessage(at=AT, data=UserMessageData(text=text)))
+
+
+def test_show_json_saves_the_whole_thread_in_the_apis_shape_for_prompt_render_and_eval(
+    server: tuple[str, dict[str, bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a thread of three events whose view holds the first, the second kept in S3, the third on
+    # the next page, and a fourth appended after the view was read
+    base_url, answers = server
+    kept = json.dumps(_message("second, large")).encode()
+    pointer = {
+        "seq": 1,
+        "type": "user_message",
+        "payload": {
+            "size_bytes": len(kept),
+            "sha256": hashlib.sha256(kept).hexdigest(),
+            "url": f"{base_url}/s3/second",
+            "expires_at": "2025-03-01T00:00:00Z",
+        },
+    }
+    view = {"thread_id": "t-1", "agent": "deploybot", "channel": "api", "status": "running", "last_seq": 2}
+    answers["/threads/t-1"] = json.dumps(
+        {**view, "events": [{"seq": 0, **_message("first")}], "next_after": 0}
+    ).encode()
+    answers["/threads/t-1/events?after=0"] = _page(
+        [pointer, {"seq": 2, **_message("third")}, {"seq": 3, **_message("after the view")}], None
+    )
+    answers["/s3/second"] = kept
+
+    # When the thread is shown as JSON and saved
+    code = main(["threads", "--api-url", base_url, "show", "t-1", "--json"])
+    saved = capsys.readouterr().out
+
+    # Then the file is the API's view made whole: every event inline with its seq, up to the view's
+    # last_seq, and no cursor
+    assert code == 0
+    document = json.loads(saved)
+    assert document["next_after"] is None and document["status"] == "running"
+    assert [event["seq"] for event in document["events"]] == [0, 1, 2]
+    # ... and it reads back as the whole thread
+    thread = thread_from_document(saved.encode(), "t.json")
+    assert [event.data.text for event in thread.events if isinstance(event, UserMessage)] == [
+        "first",
+        "second, large",
+        "third",
+    ]
