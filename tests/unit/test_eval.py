@@ -7,6 +7,7 @@ adapter, with deploybot's real prompt and the case files shipped in evals/deploy
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
@@ -501,21 +502,71 @@ def test_model_and_threshold_options_override_the_environment_and_the_suite_conf
     assert models == ["scripted-model", "m2"]
 
 
-def test_a_model_that_cannot_be_asked_fails_each_attempt_with_the_reason(
+def test_a_model_that_cannot_be_asked_stops_the_run_with_exit_2_not_the_regression_code(
     llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a provider that rejects the configured API key
     with FakeOpenAI(api_key="the-right-key") as server:
         llm_env.setenv("OPENAI_BASE_URL", server.base_url)
 
-        # When a case is run
+        # When a case is run twice
         code = main(["eval", "deploybot", "--case", "first_step_lists_tags", "--repeat", "2"])
 
-    # Then both attempts fail with the provider's reason, and the run exits 1 instead of crashing
+    # Then the run stops at the first refusal, with the provider's reason, and exits 2 ("could not
+    # run"), not 1 (the prompt regressed); no pass rate is printed for a run that never ran
     out, err = capsys.readouterr()
-    assert table_rows(out) == {"first_step_lists_tags": ("0/2", "0%")}
-    assert "rejected the API key" in err
-    assert code == 1
+    assert code == 2
+    assert "could not be asked" in err and "rejected the API key" in err
+    assert table_rows(out) == {}
+    assert "[1/1]" not in err  # no case was scored
+
+
+def test_an_unreachable_model_exits_2(
+    llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a base URL where nothing listens (a port just released)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    llm_env.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+
+    # When a case is run
+    code = main(["eval", "deploybot", "--case", "first_step_lists_tags"])
+
+    # Then the eval could not run, and says why
+    assert code == 2
+    assert "could not connect" in capsys.readouterr().err
+
+
+def test_help_names_each_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    # When eval's help is shown
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+
+    # Then it says what 0, 1 and 2 mean
+    out = capsys.readouterr().out
+    assert "0  every suite reached its threshold" in out
+    assert "1  a suite's pass rate is below its threshold" in out
+    assert "2  the eval could not run" in out and "could not be asked" in out
+
+
+def test_a_model_lost_mid_run_makes_the_rates_incomplete_and_exits_2(
+    llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a model that answers the first attempt rightly, then fails with a 503 (retries are off)
+    right = json.dumps(step("list_git_tags"))
+    with FakeOpenAI([right, HttpError(503, "overloaded")]) as server:
+        llm_env.setenv("OPENAI_BASE_URL", server.base_url)
+
+        # When the case runs twice
+        code = main(["eval", "deploybot", "--case", "first_step_lists_tags", "--repeat", "2"])
+
+    # Then the table shows what was measured, and the exit code says the run was incomplete (2),
+    # whatever the pass rate
+    out, err = capsys.readouterr()
+    assert table_rows(out) == {"first_step_lists_tags": ("1/2", "50%")}
+    assert "could not run: 1 of 2 attempts could not ask the model" in err
+    assert code == 2
 
 
 def test_unusable_cases_or_arguments_exit_2_without_asking_a_model(

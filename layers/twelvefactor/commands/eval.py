@@ -2,9 +2,15 @@
 
 Each case in ``evals/<agent>/`` is rendered with the agent's real prompt, sent to the model set by
 ``OPENAI_BASE_URL``/``OPENAI_API_KEY``/``LLM_MODEL``/``LLM_OUTPUT_MODE`` (the same adapter the
-reducer uses), validated against the agent's intents and scored. The exit code is 1 when a suite's
-pass rate is below its threshold (``evals/<agent>/config.yaml``), 2 when the cases or arguments
-cannot be used, so a prompt change can gate a deploy.
+reducer uses), validated against the agent's intents and scored, so a prompt change can gate a
+deploy. Exit codes:
+
+  0  every suite reached its threshold
+  1  a suite's pass rate is below its threshold (``evals/<agent>/config.yaml``): the prompt or
+     the model got worse
+  2  the eval could not run: unusable cases, arguments, thread file or LLM settings, or a model
+     that could not be asked (a suite's first attempt failing to reach it stops the run; a later
+     one is reported, and the pass rates are then incomplete)
 
 ``--from-thread`` turns a real thread into one case per decision the model made: a file saved from
 ``GET /threads/{id}`` (a thread whose events all fit its first page) or by ``twelvefactor threads
@@ -43,11 +49,18 @@ from twelvefactor.evals.report import (
     read_results,
     write_results,
 )
-from twelvefactor.evals.runner import EVAL_THREAD_ID, CaseResult, EvalRun, EvalRunner, SuiteResult
+from twelvefactor.evals.runner import (
+    EVAL_THREAD_ID,
+    CaseResult,
+    EvalRun,
+    EvalRunner,
+    ModelNotAsked,
+    SuiteResult,
+)
 from twelvefactor.settings import AgentSettings, CliSettings, LlmSettings
 
 EXIT_BELOW_THRESHOLD = 1
-EXIT_UNUSABLE = 2
+EXIT_UNUSABLE = 2  # also "could not run": a failure of the setup, never of the prompt
 _THREAD_ID: TypeAdapter[str] = TypeAdapter(ThreadId)
 
 
@@ -100,7 +113,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except (CaseError, UnknownAgent) as error:
+    except (CaseError, UnknownAgent, ModelNotAsked) as error:
         print(f"twelvefactor eval: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
 
@@ -158,6 +171,15 @@ def _run(args: argparse.Namespace) -> int:
     if previous is not None:
         print()
         print(format_comparison(compare(previous, outcome), previous, outcome))
+    unasked = outcome.unasked()
+    if unasked:
+        runs = sum(case.runs for suite in outcome.suites for case in suite.cases)
+        print(
+            f"twelvefactor eval: could not run: {len(unasked)} of {runs} attempts could not ask the model, "
+            f"so the pass rates are incomplete (first: {unasked[0].failures[0]})",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
     return 0 if outcome.passed else EXIT_BELOW_THRESHOLD
 
 
