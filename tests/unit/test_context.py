@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tests.unit.agent_fixtures import DeployService, build_agent, harness, intent_json
 from twelvefactor.core import state
+from twelvefactor.core.agent import Agent
 from twelvefactor.core.context import REDACTED, ContextPolicy, ContextRenderer
 from twelvefactor.core.events import (
     Approval,
@@ -216,7 +217,7 @@ def test_untrusted_text_in_keys_and_tool_output_is_escaped_too() -> None:
     )
 
 
-def test_long_values_are_truncated_with_a_visible_marker() -> None:
+def test_long_values_keep_their_beginning_and_end_around_a_visible_marker() -> None:
     # Given a tool that returned a 500-character log and a 40-character limit per value
     log = "x" * 500
     event = ToolResult(at=T0, data=ToolResultData(call_id="call-1", intent="read_log", result={"log": log}))
@@ -224,9 +225,50 @@ def test_long_values_are_truncated_with_a_visible_marker() -> None:
     # When it is rendered
     rendered = ContextRenderer(max_value_chars=40).render([event])
 
-    # Then the value keeps its first 40 characters and says how much was cut
-    assert f"log: {'x' * 40}… [truncated 460 chars]" in rendered
-    assert "x" * 41 not in rendered
+    # Then the value keeps its first and last 20 characters and says how much of the middle was left
+    # out, and that the thread has it whole
+    marker = "… [460 characters left out here; the whole text is kept in the thread] …"
+    assert f"log: {'x' * 20} {marker} {'x' * 20}\n" in rendered
+    assert "x" * 21 not in rendered
+
+
+def test_a_long_message_shows_its_end_where_the_request_usually_is() -> None:
+    # Given a 40,000-character email whose request comes in its last sentence
+    story = " ".join(f"Background line {n} about the incident." for n in range(1_100))
+    request = "So, please roll the backend back to v1.2.2 on production today."
+    text = f"Hi team, an incident report. {story} {request} Thanks, Ann"
+    assert len(text) > 40_000
+    events: list[Event] = [UserMessage(at=T0, data=UserMessageData(text=text, channel="email"))]
+
+    # When it is rendered with the default limits
+    rendered = ContextRenderer().render(events)
+
+    # Then the model sees its beginning, its end with the request, and a marker naming how much of
+    # the middle was left out and that the whole is kept; cut at word boundaries, within the limit
+    assert rendered.startswith("<user_message>Hi team, an incident report. Background line 0 about")
+    assert rendered.endswith(f"{request} Thanks, Ann</user_message>")
+    shown = rendered.removeprefix("<user_message>").removesuffix("</user_message>")
+    head, marker, tail = re.split(r" (… \[\d+ characters left out here; [^\]]+\] …) ", shown)
+    left_out = len(text) - len(head) - len(tail)
+    assert marker == f"… [{left_out} characters left out here; the whole text is kept in the thread] …"
+    assert text.startswith(head + " ") and text.endswith(" " + tail)
+    assert 7_800 <= len(head) + len(tail) <= 8_000
+    # ... while a tool's value in the same thread keeps the smaller per-value limit
+    log = ToolResult(at=T0, data=ToolResultData(call_id="c-1", intent="read_log", result={"log": story}))
+    assert len(ContextRenderer().render([log])) < 2_200
+
+
+def test_an_agent_sets_how_much_of_a_message_the_model_sees() -> None:
+    # Given an agent that allows 1,000 characters of a message
+    agent = Agent(name="small", tools=(), max_message_chars=1_000)
+    text = "word " * 1_000
+
+    # When a long message is rendered by its context
+    rendered = agent.context.render([UserMessage(at=T0, data=UserMessageData(text=text))])
+
+    # Then it shows about that much, marked
+    assert 1_000 < len(rendered) < 1_200
+    assert "characters left out here" in rendered
 
 
 @pytest.mark.parametrize(
@@ -279,11 +321,12 @@ def test_values_under_secret_looking_keys_are_redacted_whatever_they_look_like()
 def test_redaction_happens_before_truncation() -> None:
     # A cut must never leave a partial secret behind: the whole key is replaced, then the value is cut.
     text = "a" * 30 + " sk-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    rendered = ContextRenderer(max_value_chars=40).render(
+    rendered = ContextRenderer(max_message_chars=40).render(
         [UserMessage(at=T0, data=UserMessageData(text=text))]
     )
     assert "sk-ABC" not in rendered
-    assert f"{'a' * 30} {REDACTED[:9]}… [truncated" in rendered
+    assert f"{'a' * 20} … [11 characters left out here;" in rendered
+    assert rendered.endswith(f"] … {REDACTED}</user_message>")
 
 
 def test_an_agent_can_supply_its_own_redactor() -> None:

@@ -6,9 +6,11 @@ one field a line, records that share their fields as a table, and nothing the mo
 (empty fields, a call's repeated intent, a result's echo of its call's arguments). Every value is
 text from outside the code (users, emails, tool output, the model itself), so every value is
 escaped: ``<``, ``>`` and ``&`` become entities and no value can open or close a tag. Long values
-are cut with a visible marker and secrets are redacted. Then the agent's `ContextPolicy` decides
-what the model still needs (a result superseded by a later one of the same call becomes a marker),
-and the whole rendering is kept within the agent's budget by eliding the oldest middle events.
+show their beginning and end around a marker saying how much was left out (the thread keeps the
+whole), with more room for what people wrote than for tool values; secrets are redacted. Then the
+agent's `ContextPolicy` decides what the model still needs (a result superseded by a later one of
+the same call becomes a marker), and the whole rendering is kept within the agent's budget by
+eliding the oldest middle events.
 """
 
 from __future__ import annotations
@@ -65,10 +67,31 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def truncate(text: str, limit: int) -> str:
+KEPT_IN_THREAD = "the whole text is kept in the thread"
+
+
+def truncate(text: str, limit: int, kept: str = KEPT_IN_THREAD) -> str:
+    """About `limit` characters of `text`: its beginning and its end, with a marker between them
+    that says how much of the middle was left out and where the whole is (`kept`).
+
+    Both ends, not the first `limit` characters: a long message's end usually holds what its writer
+    asks for (an email's request comes after its story), its beginning who is writing and about
+    what. Each end is cut at a space or line break when one is near, not inside a word."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}… [truncated {len(text) - limit} chars]"
+    head, tail = text[: limit - limit // 2], text[len(text) - limit // 2 :]
+    spaces = [match.start() for match in _SPACE.finditer(head, max(0, len(head) - _SNAP_CHARS))]
+    if spaces:
+        head = head[: spaces[-1]]
+    space = _SPACE.search(tail, 0, _SNAP_CHARS)
+    if space is not None:
+        tail = tail[space.end() :]
+    left_out = len(text) - len(head) - len(tail)
+    return f"{head} … [{left_out} characters left out here; {kept}] … {tail}"
+
+
+_SNAP_CHARS = 80  # how far an end may move to a space or line break
+_SPACE = re.compile(r"\s")
 
 
 def default_body(event: Event) -> tuple[str, Body | None]:
@@ -151,12 +174,14 @@ class ContextRenderer:
         renderers: Mapping[str, BodyRenderer] | None = None,
         redactor: Redactor = redact_secrets,
         max_value_chars: int = 2_000,
+        max_message_chars: int = 8_000,
         budget_chars: int = 24_000,
         policy: ContextPolicy = ContextPolicy(),
     ) -> None:
         self._renderers = renderers or {}
         self._redact = redactor
         self._max_value_chars = max_value_chars
+        self._max_message_chars = max_message_chars
         self._budget_chars = budget_chars
         self._policy = policy
 
@@ -205,7 +230,9 @@ class ContextRenderer:
         if body is None:
             return None
         if isinstance(body, str):
-            text = self._text(body)
+            # What a person wrote is the task itself: it gets more room than a tool's value.
+            said = override is None and isinstance(event, UserMessage | HumanResponse)
+            text = self._text(body, self._max_message_chars if said else self._max_value_chars)
             if not text:
                 return f"<{tag}/>"
             if _LINE_BREAK.search(text):
@@ -270,9 +297,9 @@ class ContextRenderer:
             return None
         return [_COLUMN_SEPARATOR.join(header), *rows]
 
-    def _text(self, text: str) -> str:
+    def _text(self, text: str, limit: int | None = None) -> str:
         """Untrusted text made safe to show: secrets redacted first, then cut, then escaped."""
-        return escape(truncate(self._redact(text), self._max_value_chars))
+        return escape(truncate(self._redact(text), self._max_value_chars if limit is None else limit))
 
     def _scalar(self, value: Any, indent: str) -> str:
         text = self._text(_plain(value))
