@@ -30,6 +30,8 @@ from twelvefactor.core.events import (
     DoneData,
     Error,
     ErrorData,
+    Escalation,
+    EscalationData,
     Event,
     HumanRequest,
     HumanRequestData,
@@ -134,6 +136,78 @@ def test_representative_thread_matches_golden() -> None:
 
     # Then it is exactly the reviewed golden text
     assert_matches_golden("representative_thread", rendered)
+
+
+def escalated_thread() -> list[Event]:
+    """Three model errors in a row, the escalation they caused, a person's answer, then a tool error."""
+    provider_errors = [
+        "the provider at api.example.com kept failing (503) after retries: upstream overloaded",
+        "the model at api.example.com did not answer within 60s",
+        "invalid output: 2 validation errors: Field required",
+    ]
+    deploy = {"tag": "v1.2.3", "environment": "staging"}
+    return [
+        UserMessage(at=at(0), data=UserMessageData(text="Deploy v1.2.3 to staging.")),
+        *[
+            Error(at=at(1 + n), data=ErrorData(source="llm", message=text))
+            for n, text in enumerate(provider_errors)
+        ],
+        Escalation(at=at(4), data=EscalationData(reason="error_budget", message="3 errors in a row")),
+        HumanResponse(at=at(5), data=HumanResponseData(text="The provider is back, go ahead.", by="alice")),
+        ToolCall(at=at(6), data=ToolCallData(call_id="call-6", intent="deploy_backend", arguments=deploy)),
+        Error(
+            at=at(7),
+            data=ErrorData(source="tool", message="HTTP 409: a deploy is already running", call_id="call-6"),
+        ),
+    ]
+
+
+def test_errors_before_an_escalation_are_compacted_to_one_counted_line() -> None:
+    # Given a thread escalated after three model errors, answered by a person, then a tool error
+    events = escalated_thread()
+
+    # When it is rendered for the next step
+    rendered = ContextRenderer().render(events)
+
+    # Then the three errors the escalation already reported are one line with their count, none
+    # word for word, while the error since the escalation (the one to act on) stays whole
+    assert (
+        "<earlier_errors>3 errors (llm: 3) before the escalation below; messages left out</earlier_errors>"
+        in rendered
+    )
+    for event in events[1:4]:
+        assert isinstance(event, Error) and event.data.message not in rendered
+    assert "message: HTTP 409: a deploy is already running" in rendered
+    assert "<escalation>\nreason: error_budget\nmessage: 3 errors in a row\n</escalation>" in rendered
+    assert_matches_golden("escalated_thread", rendered)
+
+
+def test_errors_apart_get_a_line_each_and_the_policy_can_keep_them_whole() -> None:
+    # Given tool errors separated by the calls that caused them, then an escalation
+    calls_and_errors: list[Event] = []
+    for n in range(3):
+        call = ToolCallData(call_id=f"call-{n}", intent="deploy_backend", arguments={"tag": f"v{n}"})
+        calls_and_errors.append(ToolCall(at=at(2 * n), data=call))
+        calls_and_errors.append(
+            Error(
+                at=at(2 * n + 1), data=ErrorData(source="tool", message=f"failure {n}", call_id=f"call-{n}")
+            )
+        )
+    escalation = Escalation(at=at(9), data=EscalationData(reason="error_budget", message="3 errors in a row"))
+    events: list[Event] = [
+        UserMessage(at=T0, data=UserMessageData(text="deploy")),
+        *calls_and_errors,
+        escalation,
+    ]
+
+    # When rendered by default, and under a policy that keeps every error
+    compacted = ContextRenderer().render(events)
+    whole = ContextRenderer(policy=ContextPolicy(compact_escalated_errors=False)).render(events)
+
+    # Then each error is its own counted line between the calls, or, kept whole, word for word
+    assert compacted.count("<earlier_errors>1 error (tool: 1) before the escalation below") == 3
+    assert "failure" not in compacted and compacted.count("<deploy_backend>") == 3
+    assert all(f"message: failure {n}" in whole for n in range(3))
 
 
 def test_agent_override_of_an_event_rendering_matches_golden() -> None:

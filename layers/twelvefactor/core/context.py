@@ -159,10 +159,16 @@ class ContextPolicy:
     turn pays for its data once, and the call blocks still show every time it was made.
     ``collapsible_intents`` limits that to these intents (an agent passes its read-only tools);
     None collapses any intent's results.
+    ``compact_escalated_errors``: errors from before the thread's last escalation are shown as one
+    line per run of errors, with their count and sources, not word for word. The escalation says
+    what went wrong and the person's answer to it is what the model acts on now; without this, a
+    thread escalated after three errors sends all three again on every later step. Errors since
+    the escalation, the ones the model must correct, stay whole.
     """
 
     collapse_superseded_results: bool = True
     collapsible_intents: frozenset[str] | None = None
+    compact_escalated_errors: bool = True
 
 
 class ContextRenderer:
@@ -192,13 +198,19 @@ class ContextRenderer:
             if self._policy.collapse_superseded_results
             else set()
         )
+        escalated = _escalated_error_runs(events) if self._policy.compact_escalated_errors else {}
         blocks: list[_Block] = []
         call_blocks: dict[str, int] = {}  # call id -> the position of its call's block
         # A result leaves out what its call's block shows, so only the arguments of calls shown
         # (an agent's renderer may hide a call).
         shown_arguments: dict[str, Mapping[str, Any]] = {}
         for index, event in enumerate(events):
-            if index in superseded:
+            if index in escalated:
+                run = escalated[index]
+                override = self._override(event, "error")
+                if run and (override is None or override(event) is not None):
+                    blocks.append(_Block(_escalated_errors_marker(run)))
+            elif index in superseded:
                 tag = default_body(event)[0]
                 override = self._override(event, tag)
                 if override is None or override(event) is not None:  # an agent may hide it altogether
@@ -439,6 +451,35 @@ def _superseded(
             superseded.add(latest[call])
         latest[call] = index
     return superseded
+
+
+def _escalated_error_runs(events: Sequence[Event]) -> dict[int, list[Error]]:
+    """The errors before the last escalation (see `ContextPolicy.compact_escalated_errors`), by
+    position: a run of adjacent errors maps its first position to the whole run and each later one
+    to an empty list (the run's line shows it)."""
+    escalated = max((index for index, event in enumerate(events) if isinstance(event, Escalation)), default=0)
+    runs: dict[int, list[Error]] = {}
+    first = -1
+    for index, event in enumerate(events[:escalated]):
+        if not isinstance(event, Error):
+            continue
+        if index - 1 in runs:
+            runs[first].append(event)
+            runs[index] = []
+        else:
+            first = index
+            runs[index] = [event]
+    return runs
+
+
+def _escalated_errors_marker(run: Sequence[Error]) -> str:
+    sources: dict[str, int] = {}
+    for error in run:
+        sources[error.data.source] = sources.get(error.data.source, 0) + 1
+    kinds = ", ".join(f"{source}: {count}" for source, count in sources.items())
+    errors = "error" if len(run) == 1 else "errors"
+    text = f"{len(run)} {errors} ({kinds}) before the escalation below; messages left out"
+    return f"<earlier_errors>{text}</earlier_errors>"
 
 
 def _superseded_marker(tag: str) -> str:
