@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,10 +49,17 @@ class _OneThreadStore:
 @pytest.fixture
 def api_thread_answer() -> Callable[..., dict[str, Any]]:
     """What GET /threads/{id} answers for a thread, made by the API's own models (ThreadView, EventsPage),
-    as a caller saves it: ``page_size`` events on the first page, the events at ``offloaded`` in S3."""
+    as a caller saves it: ``page_size`` events on the first page, the events at ``offloaded`` in S3,
+    and ``appended_since`` landing between the API's read of the thread and of its page."""
 
-    def answer(thread: Thread, *, page_size: int = 100, offloaded: Collection[int] = ()) -> dict[str, Any]:
-        store = _OneThreadStore(thread, offloaded)
+    def answer(
+        thread: Thread,
+        *,
+        page_size: int = 100,
+        offloaded: Collection[int] = (),
+        appended_since: Sequence[Event] = (),
+    ) -> dict[str, Any]:
+        store = _OneThreadStore(thread.extended(tuple(appended_since)), offloaded)
         meta = ThreadMeta(
             thread_id=thread.id, agent=thread.agent, created_at=datetime(2025, 1, 1, tzinfo=UTC)
         )

@@ -216,6 +216,28 @@ def test_render_takes_a_thread_saved_from_the_api_as_it_takes_a_dumped_one(
     assert captured.out == dumped
 
 
+def test_a_saved_view_holding_every_event_its_status_describes_is_whole_despite_a_cursor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], api_thread_answer: Callable[..., dict[str, Any]]
+) -> None:
+    # Given a saved API answer read while an event was appended: the view stops at its last_seq and
+    # its cursor points at the newer event
+    thread = rejected_deploy_thread()
+    newer = UserMessage(at=T0, data=UserMessageData(text="Any news?"))
+    answer = api_thread_answer(thread, appended_since=[newer])
+    assert answer["next_after"] == answer["last_seq"] == len(thread.events) - 1
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(answer), encoding="utf-8")
+    main(["prompt", "render", "deploybot", "--thread", str(write_thread(tmp_path, thread))])
+    dumped = capsys.readouterr().out
+
+    # When it is rendered
+    exit_code = main(["prompt", "render", "deploybot", "--thread", str(saved)])
+
+    # Then it is the thread as of that moment: accepted, rendered as the dumped thread is
+    assert exit_code == 0
+    assert capsys.readouterr().out == dumped
+
+
 @pytest.mark.parametrize(
     ("answer", "complaint"),
     [

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -93,7 +94,7 @@ class ThreadsApi:
         return found
 
     def get(self, thread_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = self._call("GET", f"/threads/{thread_id}")
+        found: dict[str, Any] = self._call("GET", _path("threads", thread_id))
         return found
 
     def events(self, thread_id: str, after: int = -1) -> list[SequencedEvent]:
@@ -102,7 +103,7 @@ class ThreadsApi:
         found: list[SequencedEvent] = []
         cursor: int | None = after
         while cursor is not None:
-            page = self._call("GET", f"/threads/{thread_id}/events", params={"after": cursor})
+            page = self._call("GET", _path("threads", thread_id, "events"), params={"after": cursor})
             found += [self._sequenced(raw) for raw in page["events"]]
             cursor = self._next_cursor(page, cursor)
         return found
@@ -130,7 +131,7 @@ class ThreadsApi:
         return view, events
 
     def respond(self, thread_id: str, reply: dict[str, Any]) -> str:
-        status: str = self._call("POST", f"/threads/{thread_id}/responses", json=reply)["status"]
+        status: str = self._call("POST", _path("threads", thread_id, "responses"), json=reply)["status"]
         return status
 
     def _sequenced(self, raw: dict[str, Any]) -> SequencedEvent:
@@ -190,9 +191,11 @@ def thread_from_document(raw: bytes, where: str) -> Thread:
       which is ignored: it is derived again from the events;
     - ``dump_thread`` (``eval --export-threads``): ``id``, ``agent`` and the events.
 
-    A file holding less than the whole thread is refused rather than read short: a first page
-    (``next_after`` set), events that do not start at #0 in order, or an event kept in S3 whose
-    file holds only its pointer (its presigned link expires)."""
+    A file holding less than the thread up to its ``last_seq`` is refused rather than read short: a
+    first page cut by the page's size, events that do not start at #0 in order, or an event kept in
+    S3 whose file holds only its pointer (its presigned link expires). A view whose page holds every
+    event up to its ``last_seq`` is the whole thread as of that moment, even when ``next_after``
+    says more were appended since it was read."""
     whole = f"save the whole thread with `twelvefactor threads show <id> --json > {where}`"
     try:
         document = json.loads(raw)
@@ -201,11 +204,6 @@ def thread_from_document(raw: bytes, where: str) -> Thread:
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):
         raise UnusableThreadFile(
             f"{where} is not a valid thread (no JSON object with an agent and its events)"
-        )
-    if document.get("next_after") is not None:
-        raise UnusableThreadFile(
-            f"{where}: holds only the first page of the thread's events (next_after is set): {whole}, "
-            "or replay it with `twelvefactor eval --from-thread <id>`, which reads every page"
         )
     events: list[Any] = []
     for position, item in enumerate(document["events"]):
@@ -223,6 +221,16 @@ def thread_from_document(raw: bytes, where: str) -> Thread:
                 f"its link; {whole}, which fetches it"
             )
         events.append(fields)
+    # The API's view holds the events up to its last_seq (what its status describes): all of them
+    # when its page had room, even if more were appended since (next_after then points past them).
+    last_seq, count = document.get("last_seq"), len(document["events"])
+    whole_view = isinstance(last_seq, int) and not isinstance(last_seq, bool) and count == last_seq + 1
+    if not whole_view and (document.get("next_after") is not None or last_seq is not None):
+        raise UnusableThreadFile(
+            f"{where}: holds only the first page of the thread's events ({count} events, next_after "
+            f"{document.get('next_after')}, last_seq {last_seq}): {whole}, or replay it with "
+            "`twelvefactor eval --from-thread <id>`, which reads every page"
+        )
     fields = {"id": document.get("id", document.get("thread_id")), "agent": document.get("agent")}
     try:
         return parse_thread(json.dumps({**fields, "events": events}))
@@ -233,6 +241,14 @@ def thread_from_document(raw: bytes, where: str) -> Thread:
         raise UnusableThreadFile(
             f"{where} is not a valid thread ({count} problem{'s' if count > 1 else ''}; {at}: {first['msg']})"
         ) from None
+
+
+def _path(*segments: str) -> str:
+    """A request path whose segments are each percent-encoded: a thread id such as ``../x`` or
+    ``a/b`` stays one segment, never another route (an HTTP client resolves ``..`` and ``.``)."""
+    return "/" + "/".join(
+        "%2E" * len(segment) if segment in {".", ".."} else quote(segment, safe="") for segment in segments
+    )
 
 
 def _reason(response: httpx.Response) -> str:
@@ -386,9 +402,18 @@ def _list(api: ThreadsApi, args: argparse.Namespace) -> int:
     threads = api.list_threads(args.limit)
     if not threads:
         print("no threads yet")
-    for summary in threads:
+        return 0
+    # The list route answers what the thread index holds; a thread's status is derived from its
+    # events, which GET /threads/{id} reads (one request per thread: an operator's view, not a hot path).
+    rows = [
+        (summary, summary.get("status") or api.get(summary["thread_id"])["status"]) for summary in threads
+    ]
+    width = max(len(summary["thread_id"]) for summary in threads)
+    print(f"{'THREAD':<{width}}  {'AGENT':<10} {'STATUS':<17} {'CHANNEL':<11} CREATED")
+    for summary, status in rows:
         print(
-            f"{summary['thread_id']}  {summary['agent']:<10} {summary['channel']:<8} {summary['created_at']}"
+            f"{summary['thread_id']:<{width}}  {summary['agent']:<10} {status:<17} "
+            f"{summary['channel']:<11} {summary['created_at']}"
         )
     return 0
 

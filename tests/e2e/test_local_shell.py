@@ -1,7 +1,8 @@
-"""The environment `twelvefactor local up` prints is enough to run the template's functions from a shell.
+"""A developer's shell against the local stack: what `twelvefactor local up` prints is enough to run
+the template's functions with `twelvefactor invoke`, and what its API answers is what the CLI reads.
 
-Each test runs the banner's own export lines in a fresh bash with an otherwise empty environment,
-then `twelvefactor invoke` on a sample event, as a developer following the banner would.
+The invoke tests run the banner's own export lines in a fresh bash with an otherwise empty
+environment, then `twelvefactor invoke` on a sample event, as a developer following the banner would.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.helpers import aws, stored_event_types
+from twelvefactor.cli import main
 from twelvefactor.commands.local import banner
 from twelvefactor.local.fake_openai import FakeOpenAI
 from twelvefactor.local.stack import LlmEndpoint, LocalStack
@@ -111,3 +114,37 @@ def test_the_email_launch_sample_runs_against_the_printed_environment(stack: Loc
     assert code == 0, stderr
     assert result["outcome"] == "launched", result
     assert stored_event_types(stack, result["thread_id"])[0] == "user_message"
+
+
+def test_a_thread_saved_from_the_api_renders_and_the_list_shows_its_status(
+    stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a thread launched through the API
+    launched = httpx.post(
+        f"{stack.api_url}/threads", json={"agent": "deploybot", "message": "Saved-thread check, no script."}
+    )
+    thread_id = launched.json()["thread_id"]
+    saved = tmp_path / "saved.json"
+    saved.write_bytes(httpx.get(f"{stack.api_url}/threads/{thread_id}").content)
+    api = ["threads", "--api-url", stack.api_url]
+
+    # When GET /threads/{id}'s answer, saved as it came, is rendered, and so is `threads show --json`
+    rendered_saved = main(["prompt", "render", "deploybot", "--thread", str(saved)])
+    saved_out, saved_err = capsys.readouterr()
+    assert main([*api, "show", thread_id, "--json"]) == 0
+    shown = tmp_path / "shown.json"
+    shown.write_text(capsys.readouterr().out)
+    rendered_shown = main(["prompt", "render", "deploybot", "--thread", str(shown)])
+    shown_out = capsys.readouterr().out
+
+    # Then both are accepted and show the launch message to the model
+    assert (rendered_saved, rendered_shown) == (0, 0), saved_err
+    assert "Saved-thread check, no script." in saved_out and "Saved-thread check, no script." in shown_out
+
+    # And `threads list` shows the thread with its status, as GET /threads/{id} derives it
+    assert main([*api, "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    status = httpx.get(f"{stack.api_url}/threads/{thread_id}").json()["status"]
+    assert listed[0].split() == ["THREAD", "AGENT", "STATUS", "CHANNEL", "CREATED"]
+    row = next(line.split() for line in listed if line.startswith(thread_id))
+    assert row[1:3] == ["deploybot", status]
