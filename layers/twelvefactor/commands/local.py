@@ -42,6 +42,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "else embedded)",
     )
     up.add_argument("--llm-port", type=int, default=0, help="the embedded model server's port")
+    up.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        type=_parameter,
+        metavar="NAME=VALUE",
+        help="a template parameter, like sam deploy's --parameter-overrides (repeatable), e.g. "
+        "AllowedEmailSenders=@ops.example.com for the email samples",
+    )
     up.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     up.set_defaults(run=run)
 
@@ -74,6 +83,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
             slack_port=args.slack_port,
             services_port=args.services_port,
             log_level=args.log_level,
+            parameters=dict(args.parameter),
             on_slack=lambda call: print(render_slack(call), flush=True),
         )
         with stack:
@@ -90,6 +100,13 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
             print("\nStopping: executions, gateway, handlers, moto server...", file=sys.stderr, flush=True)
     print("stopped", file=sys.stderr)
     return 0
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
 
 
 def banner(stack: LocalStack) -> str:
