@@ -306,6 +306,19 @@ def test_long_values_keep_their_beginning_and_end_around_a_visible_marker() -> N
     assert "x" * 21 not in rendered
 
 
+def test_a_value_just_over_the_limit_is_kept_whole_rather_than_lengthened_by_the_marker() -> None:
+    # Given a value 10 characters over its limit, so that a marker would add more than it removes
+    text = "y" * 50
+
+    # When it is rendered with a 40-character limit
+    rendered = ContextRenderer(max_value_chars=40).render(
+        [UserMessage(at=T0, data=UserMessageData(text=text))]
+    )
+
+    # Then it is shown whole
+    assert rendered == f"<user_message>{text}</user_message>"
+
+
 def test_a_long_message_shows_its_end_where_the_request_usually_is() -> None:
     # Given a 40,000-character email whose request comes in its last sentence
     story = " ".join(f"Background line {n} about the incident." for n in range(1_100))
@@ -394,12 +407,12 @@ def test_values_under_secret_looking_keys_are_redacted_whatever_they_look_like()
 
 def test_redaction_happens_before_truncation() -> None:
     # A cut must never leave a partial secret behind: the whole key is replaced, then the value is cut.
-    text = "a" * 30 + " sk-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    rendered = ContextRenderer(max_message_chars=40).render(
+    text = "a" * 300 + " sk-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    rendered = ContextRenderer(max_message_chars=100).render(
         [UserMessage(at=T0, data=UserMessageData(text=text))]
     )
     assert "sk-ABC" not in rendered
-    assert f"{'a' * 20} … [11 characters left out here;" in rendered
+    assert "characters left out here" in rendered
     assert rendered.endswith(f"] … {REDACTED}</user_message>")
 
 

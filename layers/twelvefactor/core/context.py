@@ -87,7 +87,8 @@ def truncate(text: str, limit: int, kept: str = KEPT_IN_THREAD) -> str:
     if space is not None:
         tail = tail[space.end() :]
     left_out = len(text) - len(head) - len(tail)
-    return f"{head} … [{left_out} characters left out here; {kept}] … {tail}"
+    shortened = f"{head} … [{left_out} characters left out here; {kept}] … {tail}"
+    return shortened if len(shortened) < len(text) else text  # a marker longer than the cut: keep it
 
 
 _SNAP_CHARS = 80  # how far an end may move to a space or line break
