@@ -538,6 +538,26 @@ def test_an_unreachable_model_exits_2(
     assert "could not connect" in capsys.readouterr().err
 
 
+def test_a_judge_that_cannot_be_asked_makes_the_run_incomplete_not_a_regression(
+    llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a model that answers the judged case rightly, and fails (503) every request for a verdict
+    def responder(request: dict[str, Any]) -> HttpError | str:
+        if "verdict" in json.dumps(request.get("response_format", {})):
+            return HttpError(503, "judge overloaded")
+        return json.dumps(RIGHT["ambiguous_request_asks"])
+
+    with FakeOpenAI(responder=responder) as server:
+        llm_env.setenv("OPENAI_BASE_URL", server.base_url)
+
+        # When the judged case runs
+        code = main(["eval", "deploybot", "--case", "ambiguous_request_asks"])
+
+    # Then the missing verdict makes the run "could not run" (2), not a failing prompt (1)
+    assert code == 2
+    assert "could not run: 1 of 1 attempts could not ask the model" in capsys.readouterr().err
+
+
 def test_help_names_each_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     # When eval's help is shown
     with pytest.raises(SystemExit):

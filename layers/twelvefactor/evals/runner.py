@@ -188,6 +188,7 @@ class EvalRunner:
             return Attempt(passed=False, failures=(failure,), latency_s=latency, tokens=tokens, output=output)
         met, failures = meeting(case.expect, answer)
         judge_tokens = None
+        unasked = False
         # The judge is asked only about answers that met every deterministic check, and only until
         # one alternative's rubric says yes.
         for expect in met:
@@ -197,6 +198,7 @@ class EvalRunner:
             context = self.agent.context.render(thread.events)
             outcome = ask_judge(self.judge, judge_messages(expect.judge, answer, context))
             failures += outcome.failures
+            unasked = unasked or outcome.unasked
             if outcome.usage is not None:
                 judge_tokens = (judge_tokens or 0) + outcome.usage.total_tokens
             if not outcome.failures:
@@ -204,6 +206,7 @@ class EvalRunner:
                 break
         return Attempt(
             passed=not failures,
+            unasked=unasked and bool(failures),
             intent=answer.intent,
             failures=tuple(failures),
             latency_s=latency,
