@@ -20,7 +20,12 @@ from twelvefactor import runtime, tracing
 from twelvefactor.adapters.webhook import UnknownCallback
 from twelvefactor.core.errors import NotWaiting
 from twelvefactor.settings import EventBridgeSettings, IdempotencySettings, StoreSettings, WorkflowSettings
-from twelvefactor.triggers.eventbridge import CallbackDetail, launch_message, parse_launch_rules
+from twelvefactor.triggers.eventbridge import (
+    CallbackDetail,
+    describe_invalid,
+    launch_message,
+    parse_launch_rules,
+)
 
 logger = Logger()
 tracer = tracing.tracer()
@@ -38,7 +43,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         received = parse(event=event, model=EventBridgeModel)
     except ValidationError as error:
         # Failing would only make EventBridge retry it for a day: it will never parse.
-        return _ignored(f"not an EventBridge event ({error.error_count()} errors)", metric="EventsIgnored")
+        return _ignored(f"not an EventBridge event: {describe_invalid(error)}", metric="EventsIgnored")
     if not received.id.strip():
         return _ignored("an event without an id cannot be handled once", metric="EventsIgnored")
     rt = runtime.current()

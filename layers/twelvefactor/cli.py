@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # the shell's code for a process ended by SIGPIPE
 # name -> (module under twelvefactor.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prompt": ("prompt", "render an agent's prompt for a thread exactly as the LLM receives it"),
@@ -32,7 +35,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"twelvefactor {args[0]}", description=COMMANDS[args[0]][1])
     module.configure(sub)
     parsed = sub.parse_args(args[1:])
-    result: int = parsed.run(parsed)
+    try:
+        result: int = parsed.run(parsed)
+    except BrokenPipeError:
+        # The reader went away (`twelvefactor threads launch ... --follow | head -1`): stop quietly,
+        # as a process killed by SIGPIPE would, with what is still buffered sent nowhere rather than
+        # failing again when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result
 
 

@@ -68,8 +68,10 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 120
 def test_local_up_prints_where_everything_is_serves_the_api_and_stops_on_sigterm(
     provider: FakeOpenAI,
 ) -> None:
-    # Given `twelvefactor local up` on free ports, with an OpenAI-compatible provider
-    process = start_local_up(provider, "--port", "0", "--moto-port", "0")
+    # Given `twelvefactor local up` on free ports, with an OpenAI-compatible provider and a parameter
+    process = start_local_up(
+        provider, "--port", "0", "--moto-port", "0", "--parameter", "AllowedEmailSenders=@ops.example.com"
+    )
     try:
         banner = read_until(process, READY_LINE)
 
@@ -79,6 +81,9 @@ def test_local_up_prints_where_everything_is_serves_the_api_and_stops_on_sigterm
         assert api_url is not None and endpoint is not None, banner
         assert "POST   /threads" in banner and "POST   /slack/events" in banner
         assert "X-Slack-Signature: v0=" in banner  # the signed example request
+        # ... and the functions' environment, with the parameter given
+        assert "export EMAIL_ALLOWED_SENDERS=@ops.example.com\n" in banner
+        assert "export IDEMPOTENCY_TABLE=" in banner and "export PAYLOAD_BUCKET=" in banner
         # ... and the API it names answers
         assert httpx.get(f"{api_url.group(1)}/threads").json() == []
     finally:

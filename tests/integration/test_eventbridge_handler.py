@@ -110,3 +110,24 @@ def test_a_callback_for_no_pending_wait_is_ignored_and_writes_nothing(
     assert "callback" in result["reason"]
     assert stack.store.list_threads() == []
     assert _idempotency_records(idempotency_table) == 0
+
+
+def test_an_event_that_is_not_eventbridges_is_ignored_naming_what_is_wrong(
+    stack: Stack, idempotency_table: str
+) -> None:
+    # Given the launch sample without its detail-type and with a time that is not a time
+    event = sample("eventbridge-launch")
+    del event["detail-type"]
+    event["time"] = "yesterday"
+
+    # When it arrives
+    stack.script()
+    result = stack.invoke("EventBridgeFunction", event)
+
+    # Then it is ignored, the reason naming the missing field and the bad one, and nothing is written
+    assert result["action"] == "ignored"
+    assert result["reason"].startswith("not an EventBridge event: ")
+    assert "missing 'detail-type'" in result["reason"]
+    assert "'time': Input should be a valid datetime" in result["reason"]
+    assert stack.store.list_threads() == []
+    assert _idempotency_records(idempotency_table) == 0

@@ -110,7 +110,7 @@ def test_a_5_mb_email_stays_within_every_limit(
     thread = stack.wait_for(result["thread_id"], ThreadStatus.AWAITING_HUMAN)
     opening = thread.events[0]
     assert isinstance(opening, UserMessage)
-    assert len(opening.data.text) <= MAX_TEXT_CHARS + 100 and "[truncated" in opening.data.text
+    assert len(opening.data.text) <= MAX_TEXT_CHARS + 100 and "characters left out" in opening.data.text
     # And nothing written came near a service limit, and the model's context kept to the budget
     _assert_within_limits(stack, [threads_table, idempotency_table])
     _assert_context_bounded(stack, 0, thread.events[:1])

@@ -196,6 +196,94 @@ def test_an_unknown_agent_is_refused_with_the_known_names(
     assert all(name in captured.err for name in known)
 
 
+def test_render_takes_a_thread_saved_from_the_api_as_it_takes_a_dumped_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], api_thread_answer: Callable[..., dict[str, Any]]
+) -> None:
+    # Given the same thread saved twice: as GET /threads/{id} answers it (a seq on every event, the
+    # status, tokens and channel the API derives) and as dump_thread writes it
+    thread = rejected_deploy_thread()
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(api_thread_answer(thread)), encoding="utf-8")
+    main(["prompt", "render", "deploybot", "--thread", str(write_thread(tmp_path, thread))])
+    dumped = capsys.readouterr().out
+
+    # When the saved answer is rendered
+    exit_code = main(["prompt", "render", "deploybot", "--thread", str(saved)])
+
+    # Then it is accepted and renders exactly what the dumped thread does
+    captured = capsys.readouterr()
+    assert (exit_code, captured.err) == (0, "")
+    assert captured.out == dumped
+
+
+def test_a_saved_view_holding_every_event_its_status_describes_is_whole_despite_a_cursor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], api_thread_answer: Callable[..., dict[str, Any]]
+) -> None:
+    # Given a saved API answer read while an event was appended: the view stops at its last_seq and
+    # its cursor points at the newer event
+    thread = rejected_deploy_thread()
+    newer = UserMessage(at=T0, data=UserMessageData(text="Any news?"))
+    answer = api_thread_answer(thread, appended_since=[newer])
+    assert answer["next_after"] == answer["last_seq"] == len(thread.events) - 1
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(answer), encoding="utf-8")
+    main(["prompt", "render", "deploybot", "--thread", str(write_thread(tmp_path, thread))])
+    dumped = capsys.readouterr().out
+
+    # When it is rendered
+    exit_code = main(["prompt", "render", "deploybot", "--thread", str(saved)])
+
+    # Then it is the thread as of that moment: accepted, rendered as the dumped thread is
+    assert exit_code == 0
+    assert capsys.readouterr().out == dumped
+
+
+@pytest.mark.parametrize(
+    ("answer", "complaint"),
+    [
+        ({"page_size": 3}, "only the first page"),
+        ({"offloaded": [2]}, "event #2 (tool_result) is kept in S3"),
+    ],
+    ids=["first-page", "offloaded-event"],
+)
+def test_a_saved_answer_holding_less_than_the_thread_is_refused_and_says_how_to_save_it_whole(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    api_thread_answer: Callable[..., dict[str, Any]],
+    answer: dict[str, Any],
+    complaint: str,
+) -> None:
+    # Given a saved API answer whose events continue on a later page, or with an event kept in S3
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(api_thread_answer(rejected_deploy_thread(), **answer)), encoding="utf-8")
+
+    # When it is rendered
+    exit_code = main(["prompt", "render", "deploybot", "--thread", str(saved)])
+
+    # Then nothing is rendered from a shortened thread, and the error says how to save it whole
+    captured = capsys.readouterr()
+    assert (exit_code, captured.out) == (2, "")
+    assert complaint in captured.err
+    assert "twelvefactor threads show <id> --json" in captured.err
+
+
+def test_saved_events_out_of_sequence_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], api_thread_answer: Callable[..., dict[str, Any]]
+) -> None:
+    # Given a saved answer that lost its first event (a page saved from /events?after=0)
+    answer = api_thread_answer(rejected_deploy_thread())
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({**answer, "events": answer["events"][1:]}), encoding="utf-8")
+
+    # When it is rendered
+    exit_code = main(["prompt", "render", "deploybot", "--thread", str(saved)])
+
+    # Then it is refused, naming the event that is out of place
+    captured = capsys.readouterr()
+    assert exit_code == 2
+    assert "event 0 has seq 1" in captured.err
+
+
 @pytest.mark.parametrize(
     ("content", "complaint"),
     [

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tests.unit.agent_fixtures import DeployService, build_agent, harness, intent_json
 from twelvefactor.core import state
+from twelvefactor.core.agent import Agent
 from twelvefactor.core.context import REDACTED, ContextPolicy, ContextRenderer
 from twelvefactor.core.events import (
     Approval,
@@ -29,6 +30,8 @@ from twelvefactor.core.events import (
     DoneData,
     Error,
     ErrorData,
+    Escalation,
+    EscalationData,
     Event,
     HumanRequest,
     HumanRequestData,
@@ -135,6 +138,78 @@ def test_representative_thread_matches_golden() -> None:
     assert_matches_golden("representative_thread", rendered)
 
 
+def escalated_thread() -> list[Event]:
+    """Three model errors in a row, the escalation they caused, a person's answer, then a tool error."""
+    provider_errors = [
+        "the provider at api.example.com kept failing (503) after retries: upstream overloaded",
+        "the model at api.example.com did not answer within 60s",
+        "invalid output: 2 validation errors: Field required",
+    ]
+    deploy = {"tag": "v1.2.3", "environment": "staging"}
+    return [
+        UserMessage(at=at(0), data=UserMessageData(text="Deploy v1.2.3 to staging.")),
+        *[
+            Error(at=at(1 + n), data=ErrorData(source="llm", message=text))
+            for n, text in enumerate(provider_errors)
+        ],
+        Escalation(at=at(4), data=EscalationData(reason="error_budget", message="3 errors in a row")),
+        HumanResponse(at=at(5), data=HumanResponseData(text="The provider is back, go ahead.", by="alice")),
+        ToolCall(at=at(6), data=ToolCallData(call_id="call-6", intent="deploy_backend", arguments=deploy)),
+        Error(
+            at=at(7),
+            data=ErrorData(source="tool", message="HTTP 409: a deploy is already running", call_id="call-6"),
+        ),
+    ]
+
+
+def test_errors_before_an_escalation_are_compacted_to_one_counted_line() -> None:
+    # Given a thread escalated after three model errors, answered by a person, then a tool error
+    events = escalated_thread()
+
+    # When it is rendered for the next step
+    rendered = ContextRenderer().render(events)
+
+    # Then the three errors the escalation already reported are one line with their count, none
+    # word for word, while the error since the escalation (the one to act on) stays whole
+    assert (
+        "<earlier_errors>3 errors (llm: 3) before the escalation below; messages left out</earlier_errors>"
+        in rendered
+    )
+    for event in events[1:4]:
+        assert isinstance(event, Error) and event.data.message not in rendered
+    assert "message: HTTP 409: a deploy is already running" in rendered
+    assert "<escalation>\nreason: error_budget\nmessage: 3 errors in a row\n</escalation>" in rendered
+    assert_matches_golden("escalated_thread", rendered)
+
+
+def test_errors_apart_get_a_line_each_and_the_policy_can_keep_them_whole() -> None:
+    # Given tool errors separated by the calls that caused them, then an escalation
+    calls_and_errors: list[Event] = []
+    for n in range(3):
+        call = ToolCallData(call_id=f"call-{n}", intent="deploy_backend", arguments={"tag": f"v{n}"})
+        calls_and_errors.append(ToolCall(at=at(2 * n), data=call))
+        calls_and_errors.append(
+            Error(
+                at=at(2 * n + 1), data=ErrorData(source="tool", message=f"failure {n}", call_id=f"call-{n}")
+            )
+        )
+    escalation = Escalation(at=at(9), data=EscalationData(reason="error_budget", message="3 errors in a row"))
+    events: list[Event] = [
+        UserMessage(at=T0, data=UserMessageData(text="deploy")),
+        *calls_and_errors,
+        escalation,
+    ]
+
+    # When rendered by default, and under a policy that keeps every error
+    compacted = ContextRenderer().render(events)
+    whole = ContextRenderer(policy=ContextPolicy(compact_escalated_errors=False)).render(events)
+
+    # Then each error is its own counted line between the calls, or, kept whole, word for word
+    assert compacted.count("<earlier_errors>1 error (tool: 1) before the escalation below") == 3
+    assert "failure" not in compacted and compacted.count("<deploy_backend>") == 3
+    assert all(f"message: failure {n}" in whole for n in range(3))
+
+
 def test_agent_override_of_an_event_rendering_matches_golden() -> None:
     # Given an agent that shows its tag lists as bare names
     def tags_as_names(event: Event) -> dict[str, object]:
@@ -216,7 +291,7 @@ def test_untrusted_text_in_keys_and_tool_output_is_escaped_too() -> None:
     )
 
 
-def test_long_values_are_truncated_with_a_visible_marker() -> None:
+def test_long_values_keep_their_beginning_and_end_around_a_visible_marker() -> None:
     # Given a tool that returned a 500-character log and a 40-character limit per value
     log = "x" * 500
     event = ToolResult(at=T0, data=ToolResultData(call_id="call-1", intent="read_log", result={"log": log}))
@@ -224,9 +299,63 @@ def test_long_values_are_truncated_with_a_visible_marker() -> None:
     # When it is rendered
     rendered = ContextRenderer(max_value_chars=40).render([event])
 
-    # Then the value keeps its first 40 characters and says how much was cut
-    assert f"log: {'x' * 40}… [truncated 460 chars]" in rendered
-    assert "x" * 41 not in rendered
+    # Then the value keeps its first and last 20 characters and says how much of the middle was left
+    # out, and that the thread has it whole
+    marker = "… [460 characters left out here; the whole text is kept in the thread] …"
+    assert f"log: {'x' * 20} {marker} {'x' * 20}\n" in rendered
+    assert "x" * 21 not in rendered
+
+
+def test_a_value_just_over_the_limit_is_kept_whole_rather_than_lengthened_by_the_marker() -> None:
+    # Given a value 10 characters over its limit, so that a marker would add more than it removes
+    text = "y" * 50
+
+    # When it is rendered with a 40-character limit
+    rendered = ContextRenderer(max_value_chars=40).render(
+        [UserMessage(at=T0, data=UserMessageData(text=text))]
+    )
+
+    # Then it is shown whole
+    assert rendered == f"<user_message>{text}</user_message>"
+
+
+def test_a_long_message_shows_its_end_where_the_request_usually_is() -> None:
+    # Given a 40,000-character email whose request comes in its last sentence
+    story = " ".join(f"Background line {n} about the incident." for n in range(1_100))
+    request = "So, please roll the backend back to v1.2.2 on production today."
+    text = f"Hi team, an incident report. {story} {request} Thanks, Ann"
+    assert len(text) > 40_000
+    events: list[Event] = [UserMessage(at=T0, data=UserMessageData(text=text, channel="email"))]
+
+    # When it is rendered with the default limits
+    rendered = ContextRenderer().render(events)
+
+    # Then the model sees its beginning, its end with the request, and a marker naming how much of
+    # the middle was left out and that the whole is kept; cut at word boundaries, within the limit
+    assert rendered.startswith("<user_message>Hi team, an incident report. Background line 0 about")
+    assert rendered.endswith(f"{request} Thanks, Ann</user_message>")
+    shown = rendered.removeprefix("<user_message>").removesuffix("</user_message>")
+    head, marker, tail = re.split(r" (… \[\d+ characters left out here; [^\]]+\] …) ", shown)
+    left_out = len(text) - len(head) - len(tail)
+    assert marker == f"… [{left_out} characters left out here; the whole text is kept in the thread] …"
+    assert text.startswith(head + " ") and text.endswith(" " + tail)
+    assert 7_800 <= len(head) + len(tail) <= 8_000
+    # ... while a tool's value in the same thread keeps the smaller per-value limit
+    log = ToolResult(at=T0, data=ToolResultData(call_id="c-1", intent="read_log", result={"log": story}))
+    assert len(ContextRenderer().render([log])) < 2_200
+
+
+def test_an_agent_sets_how_much_of_a_message_the_model_sees() -> None:
+    # Given an agent that allows 1,000 characters of a message
+    agent = Agent(name="small", tools=(), max_message_chars=1_000)
+    text = "word " * 1_000
+
+    # When a long message is rendered by its context
+    rendered = agent.context.render([UserMessage(at=T0, data=UserMessageData(text=text))])
+
+    # Then it shows about that much, marked
+    assert 1_000 < len(rendered) < 1_200
+    assert "characters left out here" in rendered
 
 
 @pytest.mark.parametrize(
@@ -278,12 +407,13 @@ def test_values_under_secret_looking_keys_are_redacted_whatever_they_look_like()
 
 def test_redaction_happens_before_truncation() -> None:
     # A cut must never leave a partial secret behind: the whole key is replaced, then the value is cut.
-    text = "a" * 30 + " sk-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    rendered = ContextRenderer(max_value_chars=40).render(
+    text = "a" * 300 + " sk-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    rendered = ContextRenderer(max_message_chars=100).render(
         [UserMessage(at=T0, data=UserMessageData(text=text))]
     )
     assert "sk-ABC" not in rendered
-    assert f"{'a' * 30} {REDACTED[:9]}… [truncated" in rendered
+    assert "characters left out here" in rendered
+    assert rendered.endswith(f"] … {REDACTED}</user_message>")
 
 
 def test_an_agent_can_supply_its_own_redactor() -> None:

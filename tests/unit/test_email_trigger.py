@@ -229,14 +229,16 @@ def test_the_sample_messages_parse() -> None:
     assert "<CAF-launch-0001@mail.example.com>" in reply.thread_candidates
 
 
-def test_a_huge_body_is_cut_with_a_visible_marker() -> None:
-    # Given a 5 MB body
-    parsed = inbound.parse_mime(mime("x" * 5_000_000))
-    # Then the thread gets at most the cap plus a note saying how much was left out
-    assert parsed.text.startswith("x" * inbound.MAX_TEXT_CHARS)
-    assert parsed.text.endswith(
-        f"[truncated: {5_000_000 - inbound.MAX_TEXT_CHARS} more characters not shown]"
-    )
+def test_a_huge_body_keeps_its_beginning_and_its_end_with_a_visible_marker() -> None:
+    # Given a 5 MB body whose last line asks for something
+    parsed = inbound.parse_mime(mime("x" * 5_000_000 + "\nPlease deploy v1.2.3 to staging."))
+    # Then the thread gets at most the cap: the beginning, a note saying how much of the middle was
+    # left out and where the whole is, and the end with the request
+    half = inbound.MAX_TEXT_CHARS // 2
+    left_out = 5_000_000 + 33 - inbound.MAX_TEXT_CHARS
+    assert parsed.text.startswith("x" * half + " … [")
+    assert f"[{left_out} characters left out here; the whole message is in the raw email" in parsed.text
+    assert parsed.text.endswith("Please deploy v1.2.3 to staging.")
     assert len(parsed.text) < inbound.MAX_TEXT_CHARS + 100
 
 

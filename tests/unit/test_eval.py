@@ -7,9 +7,10 @@ adapter, with deploybot's real prompt and the case files shipped in evals/deploy
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -501,21 +502,91 @@ def test_model_and_threshold_options_override_the_environment_and_the_suite_conf
     assert models == ["scripted-model", "m2"]
 
 
-def test_a_model_that_cannot_be_asked_fails_each_attempt_with_the_reason(
+def test_a_model_that_cannot_be_asked_stops_the_run_with_exit_2_not_the_regression_code(
     llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a provider that rejects the configured API key
     with FakeOpenAI(api_key="the-right-key") as server:
         llm_env.setenv("OPENAI_BASE_URL", server.base_url)
 
-        # When a case is run
+        # When a case is run twice
         code = main(["eval", "deploybot", "--case", "first_step_lists_tags", "--repeat", "2"])
 
-    # Then both attempts fail with the provider's reason, and the run exits 1 instead of crashing
+    # Then the run stops at the first refusal, with the provider's reason, and exits 2 ("could not
+    # run"), not 1 (the prompt regressed); no pass rate is printed for a run that never ran
     out, err = capsys.readouterr()
-    assert table_rows(out) == {"first_step_lists_tags": ("0/2", "0%")}
-    assert "rejected the API key" in err
-    assert code == 1
+    assert code == 2
+    assert "could not be asked" in err and "rejected the API key" in err
+    assert table_rows(out) == {}
+    assert "[1/1]" not in err  # no case was scored
+
+
+def test_an_unreachable_model_exits_2(
+    llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a base URL where nothing listens (a port just released)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    llm_env.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+
+    # When a case is run
+    code = main(["eval", "deploybot", "--case", "first_step_lists_tags"])
+
+    # Then the eval could not run, and says why
+    assert code == 2
+    assert "could not connect" in capsys.readouterr().err
+
+
+def test_a_judge_that_cannot_be_asked_makes_the_run_incomplete_not_a_regression(
+    llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a model that answers the judged case rightly, and fails (503) every request for a verdict
+    def responder(request: dict[str, Any]) -> HttpError | str:
+        if "verdict" in json.dumps(request.get("response_format", {})):
+            return HttpError(503, "judge overloaded")
+        return json.dumps(RIGHT["ambiguous_request_asks"])
+
+    with FakeOpenAI(responder=responder) as server:
+        llm_env.setenv("OPENAI_BASE_URL", server.base_url)
+
+        # When the judged case runs
+        code = main(["eval", "deploybot", "--case", "ambiguous_request_asks"])
+
+    # Then the missing verdict makes the run "could not run" (2), not a failing prompt (1)
+    assert code == 2
+    assert "could not run: 1 of 1 attempts could not ask the model" in capsys.readouterr().err
+
+
+def test_help_names_each_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    # When eval's help is shown
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+
+    # Then it says what 0, 1 and 2 mean
+    out = capsys.readouterr().out
+    assert "0  every suite reached its threshold" in out
+    assert "1  a suite's pass rate is below its threshold" in out
+    assert "2  the eval could not run" in out and "could not be asked" in out
+
+
+def test_a_model_lost_mid_run_makes_the_rates_incomplete_and_exits_2(
+    llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a model that answers the first attempt rightly, then fails with a 503 (retries are off)
+    right = json.dumps(step("list_git_tags"))
+    with FakeOpenAI([right, HttpError(503, "overloaded")]) as server:
+        llm_env.setenv("OPENAI_BASE_URL", server.base_url)
+
+        # When the case runs twice
+        code = main(["eval", "deploybot", "--case", "first_step_lists_tags", "--repeat", "2"])
+
+    # Then the table shows what was measured, and the exit code says the run was incomplete (2),
+    # whatever the pass rate
+    out, err = capsys.readouterr()
+    assert table_rows(out) == {"first_step_lists_tags": ("1/2", "50%")}
+    assert "could not run: 1 of 2 attempts could not ask the model" in err
+    assert code == 2
 
 
 def test_unusable_cases_or_arguments_exit_2_without_asking_a_model(
@@ -717,6 +788,30 @@ def test_a_saved_first_page_of_a_thread_is_refused_rather_than_replayed_short(
     out, err = capsys.readouterr()
     assert code != 0 and "first-page" not in out
     assert "only the first page" in err and "--from-thread <id>" in err
+
+
+def test_a_thread_saved_from_the_api_is_replayed_like_the_dumped_thread(
+    real_thread: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    api_thread_answer: Callable[..., dict[str, Any]],
+) -> None:
+    # Given the finished thread saved as GET /threads/{id} answers it: every event with its seq,
+    # and the status, tokens, channel and cursor the API adds
+    thread = Thread.model_validate_json(real_thread.read_text())
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(api_thread_answer(thread)))
+
+    # When both files are turned into cases
+    assert main(["eval", "--from-thread", str(real_thread), "--write", str(tmp_path / "dumped")]) == 0
+    code = main(["eval", "--from-thread", str(saved), "--write", str(tmp_path / "saved")])
+
+    # Then the saved answer is accepted and gives the very same case files
+    assert code == 0, capsys.readouterr().err
+    dumped_files = sorted((tmp_path / "dumped").glob("*.yaml"))
+    saved_files = sorted((tmp_path / "saved").glob("*.yaml"))
+    assert [path.name for path in saved_files] == [path.name for path in dumped_files] != []
+    assert [path.read_text() for path in saved_files] == [path.read_text() for path in dumped_files]
 
 
 class _ThreadApi(BaseHTTPRequestHandler):

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
 
-from twelvefactor.commands.threads import ApiError, ThreadsApi
+from twelvefactor.cli import main
+from twelvefactor.commands.threads import ApiError, ThreadsApi, thread_from_document
 from twelvefactor.core.events import UserMessage, UserMessageData, dump_event
 
 AT = datetime(2025, 3, 1, tzinfo=UTC)
@@ -24,10 +30,22 @@ EVENT = dump_event(UserMessage(at=AT, data=UserMessageData(text="deploy the back
 
 
 class _Answers(BaseHTTPRequestHandler):
+    """Answers each request from `answers`, keyed by path (GET) or "POST path"; records every
+    request line it received in `seen`."""
+
     answers: ClassVar[dict[str, bytes]] = {}
+    seen: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
-        body = self.answers.get(self.path)
+        self._answer(self.path)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer(f"POST {self.path}")
+
+    def _answer(self, key: str) -> None:
+        self.seen.append(f"{self.command} {self.path}")
+        body = self.answers.get(key)
         self.send_response(200 if body is not None else 404)
         self.send_header("Content-Length", str(len(body or b"")))
         self.end_headers()
@@ -37,14 +55,23 @@ class _Answers(BaseHTTPRequestHandler):
         pass
 
 
+@dataclass
+class FakeApi:
+    url: str
+    answers: dict[str, bytes]
+    seen: list[str]
+
+
 @pytest.fixture
-def server() -> Iterator[tuple[str, dict[str, bytes]]]:
-    answers: dict[str, bytes] = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Answers,), {"answers": answers}))
+def server() -> Iterator[FakeApi]:
+    fake = FakeApi("", {}, [])
+    handler = type("Handler", (_Answers,), {"answers": fake.answers, "seen": fake.seen})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     serving = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
     serving.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", answers
+        yield fake
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -56,10 +83,10 @@ def _page(events: list[dict[str, Any]], next_after: int | None) -> bytes:
 
 
 def test_a_pointed_at_event_is_fetched_and_checked_against_its_digest(
-    server: tuple[str, dict[str, bytes]],
+    server: FakeApi,
 ) -> None:
     # Given a page whose only event is a pointer, once to the event's own bytes and once to other bytes
-    base_url, answers = server
+    base_url, answers = server.url, server.answers
     body = json.dumps(EVENT).encode()
     payload = {
         "size_bytes": len(body),
@@ -87,10 +114,10 @@ def test_a_pointed_at_event_is_fetched_and_checked_against_its_digest(
 
 
 def test_pages_are_followed_and_a_cursor_that_goes_back_is_refused(
-    server: tuple[str, dict[str, bytes]],
+    server: FakeApi,
 ) -> None:
     # Given events served over two pages, then an API whose cursor points back where it started
-    base_url, answers = server
+    base_url, answers = server.url, server.answers
     answers["/threads/t-1/events?after=-1"] = _page([{"seq": 0, **EVENT}], 0)
     answers["/threads/t-1/events?after=0"] = _page([{"seq": 1, **EVENT}], None)
     answers["/threads/t-1/events?after=1"] = _page([], 1)
@@ -165,3 +192,144 @@ def test_a_refusal_is_shown_as_a_sentence_not_a_python_repr(answer: dict[str, An
     # Then the error reads as the API's reason, with no brackets or quotes of a Python list
     assert str(refused.value) == expected
     assert "[{" not in str(refused.value)
+
+
+def _message(text: str) -> dict[str, Any]:
+    return dump_event(UserMessage(at=AT, data=UserMessageData(text=text)))
+
+
+def test_show_json_saves_the_whole_thread_in_the_apis_shape_for_prompt_render_and_eval(
+    server: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a thread of three events whose view holds the first, the second kept in S3, the third on
+    # the next page, and a fourth appended after the view was read
+    base_url, answers = server.url, server.answers
+    kept = json.dumps(_message("second, large")).encode()
+    pointer = {
+        "seq": 1,
+        "type": "user_message",
+        "payload": {
+            "size_bytes": len(kept),
+            "sha256": hashlib.sha256(kept).hexdigest(),
+            "url": f"{base_url}/s3/second",
+            "expires_at": "2025-03-01T00:00:00Z",
+        },
+    }
+    view = {"thread_id": "t-1", "agent": "deploybot", "channel": "api", "status": "running", "last_seq": 2}
+    answers["/threads/t-1"] = json.dumps(
+        {**view, "events": [{"seq": 0, **_message("first")}], "next_after": 0}
+    ).encode()
+    answers["/threads/t-1/events?after=0"] = _page(
+        [pointer, {"seq": 2, **_message("third")}, {"seq": 3, **_message("after the view")}], None
+    )
+    answers["/s3/second"] = kept
+
+    # When the thread is shown as JSON and saved
+    code = main(["threads", "--api-url", base_url, "show", "t-1", "--json"])
+    saved = capsys.readouterr().out
+
+    # Then the file is the API's view made whole: every event inline with its seq, up to the view's
+    # last_seq, and no cursor
+    assert code == 0
+    document = json.loads(saved)
+    assert document["next_after"] is None and document["status"] == "running"
+    assert [event["seq"] for event in document["events"]] == [0, 1, 2]
+    # ... and it reads back as the whole thread
+    thread = thread_from_document(saved.encode(), "t.json")
+    assert [event.data.text for event in thread.events if isinstance(event, UserMessage)] == [
+        "first",
+        "second, large",
+        "third",
+    ]
+
+
+def _view(thread_id: str, status: str, events: list[dict[str, Any]]) -> bytes:
+    view = {"thread_id": thread_id, "agent": "deploybot", "channel": "none", "status": status}
+    return json.dumps(
+        {**view, "total_tokens": 0, "last_seq": len(events) - 1, "events": events, "next_after": None}
+    ).encode()
+
+
+def test_follow_into_a_closed_pipe_stops_quietly(server: FakeApi) -> None:
+    # Given an API where a launched thread has an event and waits for approval
+    server.answers["POST /threads"] = json.dumps({"thread_id": "t-1"}).encode()
+    server.answers["/threads/t-1"] = _view("t-1", "awaiting_approval", [{"seq": 0, **EVENT}])
+    server.answers["/threads/t-1/events?after=-1"] = _page([{"seq": 0, **EVENT}], None)
+
+    # When `threads launch --follow` writes into a pipe whose reader has gone (`| head -1`)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "twelvefactor.cli",
+            "threads",
+            "--api-url",
+            server.url,
+            "launch",
+            "hi",
+            "--follow",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _out, err = process.communicate(timeout=60)
+
+    # Then it launched the thread, stopped at the first write, and said nothing about it
+    assert server.seen[0] == "POST /threads"
+    assert err.decode() == ""
+    assert process.returncode == 128 + signal.SIGPIPE
+
+
+@pytest.mark.parametrize(
+    ("thread_id", "path"),
+    [("../x", "/threads/..%2Fx"), ("..", "/threads/%2E%2E"), ("a/b?c", "/threads/a%2Fb%3Fc")],
+)
+def test_a_thread_id_is_sent_as_one_encoded_path_segment(
+    server: FakeApi, capsys: pytest.CaptureFixture[str], thread_id: str, path: str
+) -> None:
+    # When a thread id with path characters is shown
+    code = main(["threads", "--api-url", server.url, "show", thread_id])
+
+    # Then the request stays on that thread's route, the id one segment (the API answers 404 here)
+    assert server.seen == [f"GET {path}"]
+    assert code == 1 and "answered 404" in capsys.readouterr().err
+
+
+def test_a_comment_with_a_text_answer_is_refused_before_anything_is_sent(
+    server: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a text answer is given a comment, which the API's text reply has no field for
+    code = main(["threads", "--api-url", server.url, "respond", "t-1", "--text", "go", "--comment", "why"])
+
+    # Then it is refused as a usage error, saying what to do, and nothing is sent
+    assert code == 2
+    assert "--comment goes with --approve or --reject" in capsys.readouterr().err
+    assert server.seen == []
+
+
+def test_list_shows_each_threads_status_under_a_header(
+    server: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two threads, one waiting for approval and one done, one of them without a channel
+    summaries = [
+        {"thread_id": "t-1", "agent": "deploybot", "channel": "none", "created_at": "2025-03-01T00:00:00Z"},
+        {"thread_id": "t-22", "agent": "payments", "channel": "slack", "created_at": "2025-03-02T00:00:00Z"},
+    ]
+    server.answers["/threads?limit=20"] = json.dumps(summaries).encode()
+    server.answers["/threads/t-1"] = _view("t-1", "awaiting_approval", [])
+    server.answers["/threads/t-22"] = _view("t-22", "done", [])
+
+    # When they are listed
+    code = main(["threads", "--api-url", server.url, "list"])
+
+    # Then each row shows its status, under a header naming every column
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["THREAD", "AGENT", "STATUS", "CHANNEL", "CREATED"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["t-1", "deploybot", "awaiting_approval", "none"],
+        ["t-22", "payments", "done", "slack"],
+    ]

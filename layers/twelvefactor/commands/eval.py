@@ -2,13 +2,20 @@
 
 Each case in ``evals/<agent>/`` is rendered with the agent's real prompt, sent to the model set by
 ``OPENAI_BASE_URL``/``OPENAI_API_KEY``/``LLM_MODEL``/``LLM_OUTPUT_MODE`` (the same adapter the
-reducer uses), validated against the agent's intents and scored. The exit code is 1 when a suite's
-pass rate is below its threshold (``evals/<agent>/config.yaml``), 2 when the cases or arguments
-cannot be used, so a prompt change can gate a deploy.
+reducer uses), validated against the agent's intents and scored, so a prompt change can gate a
+deploy. Exit codes:
 
-``--from-thread`` turns a real thread into one case per decision the model made: a file written
-by ``dump_thread`` or saved from ``GET /threads/{id}`` (its first page of events), or a thread id
-fetched whole from the API at ``--api-url`` (default ``TWELVEFACTOR_API_URL``). ``--write DIR``
+  0  every suite reached its threshold
+  1  a suite's pass rate is below its threshold (``evals/<agent>/config.yaml``): the prompt or
+     the model got worse
+  2  the eval could not run: unusable cases, arguments, thread file or LLM settings, or a model
+     that could not be asked (a suite's first attempt failing to reach it stops the run; a later
+     one is reported, and the pass rates are then incomplete)
+
+``--from-thread`` turns a real thread into one case per decision the model made: a file saved from
+``GET /threads/{id}`` (a thread whose events all fit its first page) or by ``twelvefactor threads
+show ID --json`` (any thread), or written by ``--export-threads``; or a thread id fetched whole
+from the API at ``--api-url`` (default ``TWELVEFACTOR_API_URL``). ``--write DIR``
 saves the cases as files instead of running them. ``--export-threads DIR`` writes each case's
 thread as a file for ``twelvefactor prompt render --thread``.
 """
@@ -20,13 +27,13 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
 import agents
-from twelvefactor.commands.threads import ApiError, ThreadsApi
+from twelvefactor.commands.threads import ApiError, ThreadsApi, UnusableThreadFile
+from twelvefactor.commands.threads import thread_from_document as read_thread_file
 from twelvefactor.core.agent import Agent, AgentRegistry
 from twelvefactor.core.errors import UnknownAgent
 from twelvefactor.core.events import Thread, ThreadId, dump_thread
@@ -42,11 +49,18 @@ from twelvefactor.evals.report import (
     read_results,
     write_results,
 )
-from twelvefactor.evals.runner import EVAL_THREAD_ID, CaseResult, EvalRun, EvalRunner, SuiteResult
+from twelvefactor.evals.runner import (
+    EVAL_THREAD_ID,
+    CaseResult,
+    EvalRun,
+    EvalRunner,
+    ModelNotAsked,
+    SuiteResult,
+)
 from twelvefactor.settings import AgentSettings, CliSettings, LlmSettings
 
 EXIT_BELOW_THRESHOLD = 1
-EXIT_UNUSABLE = 2
+EXIT_UNUSABLE = 2  # also "could not run": a failure of the setup, never of the prompt
 _THREAD_ID: TypeAdapter[str] = TypeAdapter(ThreadId)
 
 
@@ -99,7 +113,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except (CaseError, UnknownAgent) as error:
+    except (CaseError, UnknownAgent, ModelNotAsked) as error:
         print(f"twelvefactor eval: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
 
@@ -157,6 +171,15 @@ def _run(args: argparse.Namespace) -> int:
     if previous is not None:
         print()
         print(format_comparison(compare(previous, outcome), previous, outcome))
+    unasked = outcome.unasked()
+    if unasked:
+        runs = sum(case.runs for suite in outcome.suites for case in suite.cases)
+        print(
+            f"twelvefactor eval: could not run: {len(unasked)} of {runs} attempts could not ask the model, "
+            f"so the pass rates are incomplete (first: {unasked[0].failures[0]})",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
     return 0 if outcome.passed else EXIT_BELOW_THRESHOLD
 
 
@@ -266,27 +289,11 @@ def load_thread(source: str, api_url: str | None) -> Thread:
 
 
 def thread_from_document(raw: bytes, where: str) -> Thread:
-    """Accepts `dump_thread`'s shape and the API's (``thread_id``, or the thread under ``thread``)."""
+    """A saved thread file, in any shape `commands.threads.thread_from_document` reads."""
     try:
-        document = TypeAdapter(dict[str, Any]).validate_json(raw)
-        document = document.get("thread", document) if isinstance(document.get("thread"), dict) else document
-        if document.get("next_after") is not None:
-            # A saved `GET /threads/{id}` answer holds its first page only: replaying it would cut the
-            # thread short without saying so.
-            raise CaseError(
-                f"{where}: holds only the first page of the thread's events (next_after is set); "
-                "replay it with --from-thread <id>, which reads every page through the API"
-            )
-        fields = {
-            "id": document.get("id", document.get("thread_id")),
-            "agent": document.get("agent"),
-            "events": document.get("events"),
-        }
-        return Thread.model_validate(fields)
-    except ValidationError as error:
-        raise CaseError(
-            f"{where}: not a thread ({error.error_count()} problems: {error.errors()[0]['msg']})"
-        ) from None
+        return read_thread_file(raw, where)
+    except UnusableThreadFile as error:
+        raise CaseError(str(error)) from None
 
 
 def _positive_int(text: str) -> int:

@@ -11,6 +11,7 @@ What Slack and SES would have shown is printed as it happens.
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 import textwrap
@@ -41,6 +42,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "else embedded)",
     )
     up.add_argument("--llm-port", type=int, default=0, help="the embedded model server's port")
+    up.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        type=_parameter,
+        metavar="NAME=VALUE",
+        help="a template parameter, like sam deploy's --parameter-overrides (repeatable), e.g. "
+        "AllowedEmailSenders=@ops.example.com for the email samples",
+    )
     up.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     up.set_defaults(run=run)
 
@@ -73,6 +83,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
             slack_port=args.slack_port,
             services_port=args.services_port,
             log_level=args.log_level,
+            parameters=dict(args.parameter),
             on_slack=lambda call: print(render_slack(call), flush=True),
         )
         with stack:
@@ -91,9 +102,18 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
     return 0
 
 
+def _parameter(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
 def banner(stack: LocalStack) -> str:
     routes = "\n".join(f"      {route.method:<6} {route.path}" for route in api_routes(stack.template))
-    exports = "\n".join(f"  export {name}={value}" for name, value in stack.client_environment().items())
+    exports = "\n".join(
+        f"  export {name}={shlex.quote(value)}" for name, value in stack.client_environment().items()
+    )
     api = stack.api_url
     launch_body = '{"agent": "deploybot", "message": "Can you deploy the backend?"}'
     return f"""
@@ -106,7 +126,8 @@ twelvefactor local stack is up. Ctrl-C stops it.
   Slack Web API stand-in                {stack.slack.base_url}
   fake deployment service               {stack.services_url}
 
-Point boto3, the AWS CLI, curl and `twelvefactor threads` at it:
+Point boto3, the AWS CLI, curl, `twelvefactor threads` and `twelvefactor invoke` at it
+(the functions' own environment included):
 {exports}
 
 Then, in that shell:

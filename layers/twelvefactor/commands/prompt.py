@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, get_args
 
 from jinja2 import TemplateError, TemplateNotFound
-from pydantic import ValidationError
 
 import agents
 from twelvefactor.adapters.llm import guided_schema, strict_schema, tool_definitions
+from twelvefactor.commands.threads import UnusableThreadFile, thread_from_document
 from twelvefactor.core.agent import Agent
 from twelvefactor.core.errors import UnknownAgent
-from twelvefactor.core.events import Thread, parse_thread
+from twelvefactor.core.events import Thread
 from twelvefactor.core.ports import ChatMessage
 from twelvefactor.core.prompts import JinjaPrompts
 from twelvefactor.core.tools import IntentSet
@@ -41,7 +41,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     render_parser = actions.add_parser("render", help="print an agent's chat messages and output schema")
     render_parser.add_argument("agent", metavar="AGENT", help="the agent's name in the registry")
     render_parser.add_argument(
-        "--thread", type=Path, required=True, metavar="FILE.json", help="a thread as dump_thread writes it"
+        "--thread",
+        type=Path,
+        required=True,
+        metavar="FILE.json",
+        help="a saved thread: what GET /threads/{id} answers, `twelvefactor threads show ID --json` "
+        "prints, or `twelvefactor eval --export-threads` writes",
     )
     render_parser.add_argument(
         "--prompts-dir",
@@ -105,13 +110,9 @@ def _thread(path: Path, agent: Agent) -> Thread:
     except OSError as error:
         raise UnusableInput(f"cannot read thread file {path}: {error.strerror or error}") from None
     try:
-        thread = parse_thread(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "document"
-        count = error.error_count()
-        problems = f"{count} problem{'s' if count > 1 else ''}; {where}: {first['msg']}"
-        raise UnusableInput(f"thread file {path} is not a valid thread ({problems})") from None
+        thread = thread_from_document(raw, f"thread file {path}")
+    except UnusableThreadFile as error:
+        raise UnusableInput(str(error)) from None
     if thread.agent != agent.name:
         raise UnusableInput(f"thread file {path} belongs to agent {thread.agent!r}, not {agent.name!r}")
     return thread

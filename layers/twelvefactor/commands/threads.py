@@ -2,7 +2,7 @@
 
     twelvefactor threads launch "Can you deploy the backend?" [--agent deploybot]
     twelvefactor threads list
-    twelvefactor threads show THREAD_ID [--follow]
+    twelvefactor threads show THREAD_ID [--follow | --json]
     twelvefactor threads respond THREAD_ID --approve | --reject [--comment TEXT] | --text TEXT
 
 The API's base URL comes from ``--api-url`` or ``TWELVEFACTOR_API_URL`` (``twelvefactor local up``
@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -40,14 +41,21 @@ from twelvefactor.core.events import (
     ToolDispatched,
     ToolResult,
     UserMessage,
+    dump_event,
     parse_event,
+    parse_thread,
 )
 from twelvefactor.core.state import ThreadStatus
 from twelvefactor.settings import CliSettings
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2  # as argparse exits on a bad command line
 _VALUE_CHARS = 160
 _POLL_SECONDS = 0.5
+
+
+class UnusableArguments(Exception):
+    """Options that do not go together; refused before any request is sent."""
 
 
 class ApiError(RuntimeError):
@@ -86,7 +94,7 @@ class ThreadsApi:
         return found
 
     def get(self, thread_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = self._call("GET", f"/threads/{thread_id}")
+        found: dict[str, Any] = self._call("GET", _path("threads", thread_id))
         return found
 
     def events(self, thread_id: str, after: int = -1) -> list[SequencedEvent]:
@@ -95,22 +103,35 @@ class ThreadsApi:
         found: list[SequencedEvent] = []
         cursor: int | None = after
         while cursor is not None:
-            page = self._call("GET", f"/threads/{thread_id}/events", params={"after": cursor})
+            page = self._call("GET", _path("threads", thread_id, "events"), params={"after": cursor})
             found += [self._sequenced(raw) for raw in page["events"]]
             cursor = self._next_cursor(page, cursor)
         return found
 
     def thread(self, thread_id: str) -> Thread:
         """The whole thread: its view's first page, then the rest by cursor."""
+        view, events = self._whole(thread_id)
+        return Thread(id=view["thread_id"], agent=view["agent"], events=tuple(item.event for item in events))
+
+    def saved_view(self, thread_id: str) -> dict[str, Any]:
+        """``GET /threads/{id}``'s answer made whole, for a file: every page read, every event kept in
+        S3 fetched in its place, and ``next_after`` null. Events are cut at the view's ``last_seq``,
+        so its status and token count describe exactly the events saved with them."""
+        view, events = self._whole(thread_id)
+        last_seq = int(view.get("last_seq", events[-1].seq if events else -1))
+        kept = [{"seq": item.seq, **dump_event(item.event)} for item in events if item.seq <= last_seq]
+        return {**view, "events": kept, "next_after": None}
+
+    def _whole(self, thread_id: str) -> tuple[dict[str, Any], list[SequencedEvent]]:
         view = self.get(thread_id)
         events = [self._sequenced(raw) for raw in view["events"]]
         cursor = self._next_cursor(view, -1)
         if cursor is not None:
             events += self.events(thread_id, cursor)
-        return Thread(id=view["thread_id"], agent=view["agent"], events=tuple(item.event for item in events))
+        return view, events
 
     def respond(self, thread_id: str, reply: dict[str, Any]) -> str:
-        status: str = self._call("POST", f"/threads/{thread_id}/responses", json=reply)["status"]
+        status: str = self._call("POST", _path("threads", thread_id, "responses"), json=reply)["status"]
         return status
 
     def _sequenced(self, raw: dict[str, Any]) -> SequencedEvent:
@@ -156,6 +177,78 @@ class ThreadsApi:
                 f"{method} {path} answered {response.status_code}: {_reason(response)}", response.status_code
             )
         return response.json()
+
+
+class UnusableThreadFile(ValueError):
+    """A thread file that does not hold a whole thread; the message says why and what to do."""
+
+
+def thread_from_document(raw: bytes, where: str) -> Thread:
+    """A whole thread from a saved file, in any shape the project writes one:
+
+    - ``GET /threads/{id}``'s answer, and ``twelvefactor threads show ID --json``: ``thread_id``,
+      events each with its ``seq``, and what the API derives (status, tokens, channel, ``last_seq``),
+      which is ignored: it is derived again from the events;
+    - ``dump_thread`` (``eval --export-threads``): ``id``, ``agent`` and the events.
+
+    A file holding less than the thread up to its ``last_seq`` is refused rather than read short: a
+    first page cut by the page's size, events that do not start at #0 in order, or an event kept in
+    S3 whose file holds only its pointer (its presigned link expires). A view whose page holds every
+    event up to its ``last_seq`` is the whole thread as of that moment, even when ``next_after``
+    says more were appended since it was read."""
+    whole = f"save the whole thread with `twelvefactor threads show <id> --json > {where}`"
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise UnusableThreadFile(f"{where} is not a valid thread (not JSON: {error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+        raise UnusableThreadFile(
+            f"{where} is not a valid thread (no JSON object with an agent and its events)"
+        )
+    events: list[Any] = []
+    for position, item in enumerate(document["events"]):
+        fields = dict(item) if isinstance(item, dict) else item
+        if isinstance(fields, dict) and "seq" in fields:
+            seq = fields.pop("seq")
+            if isinstance(seq, bool) or not isinstance(seq, int) or seq != position:
+                raise UnusableThreadFile(
+                    f"{where}: event {position} has seq {seq!r}: the file must hold the thread's "
+                    f"events from #0 in order; {whole}"
+                )
+        if isinstance(fields, dict) and "payload" in fields and "data" not in fields:
+            raise UnusableThreadFile(
+                f"{where}: event #{position} ({fields.get('type')}) is kept in S3 and the file holds only "
+                f"its link; {whole}, which fetches it"
+            )
+        events.append(fields)
+    # The API's view holds the events up to its last_seq (what its status describes): all of them
+    # when its page had room, even if more were appended since (next_after then points past them).
+    last_seq, count = document.get("last_seq"), len(document["events"])
+    whole_view = isinstance(last_seq, int) and not isinstance(last_seq, bool) and count == last_seq + 1
+    if not whole_view and (document.get("next_after") is not None or last_seq is not None):
+        raise UnusableThreadFile(
+            f"{where}: holds only the first page of the thread's events ({count} events, next_after "
+            f"{document.get('next_after')}, last_seq {last_seq}): {whole}, or replay it with "
+            "`twelvefactor eval --from-thread <id>`, which reads every page"
+        )
+    fields = {"id": document.get("id", document.get("thread_id")), "agent": document.get("agent")}
+    try:
+        return parse_thread(json.dumps({**fields, "events": events}))
+    except ValidationError as error:
+        first = error.errors()[0]
+        at = ".".join(str(part) for part in first["loc"]) or "document"
+        count = error.error_count()
+        raise UnusableThreadFile(
+            f"{where} is not a valid thread ({count} problem{'s' if count > 1 else ''}; {at}: {first['msg']})"
+        ) from None
+
+
+def _path(*segments: str) -> str:
+    """A request path whose segments are each percent-encoded: a thread id such as ``../x`` or
+    ``a/b`` stays one segment, never another route (an HTTP client resolves ``..`` and ``.``)."""
+    return "/" + "/".join(
+        "%2E" * len(segment) if segment in {".", ".."} else quote(segment, safe="") for segment in segments
+    )
 
 
 def _reason(response: httpx.Response) -> str:
@@ -272,6 +365,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show = actions.add_parser("show", help="a thread's status and events")
     show.add_argument("thread_id")
     show.add_argument("--follow", action="store_true", help="keep printing events until it waits or ends")
+    show.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole thread as GET /threads/{id} answers it, every page and S3-kept event "
+        "included: a file for `prompt render --thread` and `eval --from-thread`",
+    )
 
     respond = actions.add_parser("respond", help="answer what a thread waits for")
     respond.add_argument("thread_id")
@@ -279,7 +378,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     answer.add_argument("--approve", action="store_true")
     answer.add_argument("--reject", action="store_true")
     answer.add_argument("--text", help="the answer to a question or an escalation")
-    respond.add_argument("--comment", default="", help="with --approve/--reject")
+    respond.add_argument("--comment", default="", help="with --approve/--reject (not with --text)")
     parser.set_defaults(run=run)
 
 
@@ -295,6 +394,9 @@ def run(args: argparse.Namespace) -> int:
     api = ThreadsApi(base_url)
     try:
         return _ACTIONS[args.action](api, args)
+    except UnusableArguments as error:
+        print(f"twelvefactor threads {args.action}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (ApiError, ValidationError) as error:
         print(f"twelvefactor threads: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -314,14 +416,28 @@ def _list(api: ThreadsApi, args: argparse.Namespace) -> int:
     threads = api.list_threads(args.limit)
     if not threads:
         print("no threads yet")
-    for summary in threads:
+        return 0
+    # The list route answers what the thread index holds; a thread's status is derived from its
+    # events, which GET /threads/{id} reads (one request per thread: an operator's view, not a hot path).
+    rows = [
+        (summary, summary.get("status") or api.get(summary["thread_id"])["status"]) for summary in threads
+    ]
+    width = max(len(summary["thread_id"]) for summary in threads)
+    print(f"{'THREAD':<{width}}  {'AGENT':<10} {'STATUS':<17} {'CHANNEL':<11} CREATED")
+    for summary, status in rows:
         print(
-            f"{summary['thread_id']}  {summary['agent']:<10} {summary['channel']:<8} {summary['created_at']}"
+            f"{summary['thread_id']:<{width}}  {summary['agent']:<10} {status:<17} "
+            f"{summary['channel']:<11} {summary['created_at']}"
         )
     return 0
 
 
 def _show(api: ThreadsApi, args: argparse.Namespace) -> int:
+    if args.json:
+        if args.follow:
+            raise UnusableArguments("--json prints one moment of the thread; it does not go with --follow")
+        print(json.dumps(api.saved_view(args.thread_id), indent=2))
+        return 0
     if args.follow:
         _print_following(api, args.thread_id)
         return 0
@@ -342,6 +458,12 @@ def _print_following(api: ThreadsApi, thread_id: str) -> None:
 def _respond(api: ThreadsApi, args: argparse.Namespace) -> int:
     reply: dict[str, Any]
     if args.text is not None:
+        if args.comment:
+            # The API's text reply has no comment field: dropping it silently would lose what was said.
+            raise UnusableArguments(
+                "--comment goes with --approve or --reject; a --text answer is the whole reply, "
+                "so put the comment in the text"
+            )
         reply = {"kind": "response", "text": args.text}
     else:
         reply = {"kind": "approval", "approved": bool(args.approve), "comment": args.comment}

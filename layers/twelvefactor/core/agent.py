@@ -32,6 +32,8 @@ class Agent:
     context_policy: ContextPolicy = field(default_factory=ContextPolicy)
     context_budget_chars: int = 24_000
     max_value_chars: int = 2_000
+    # A user's message or a person's answer shows up to this much (its beginning and end) in the context.
+    max_message_chars: int = 8_000
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.max_consecutive_errors < 1:
@@ -54,6 +56,7 @@ class Agent:
         return ContextRenderer(
             renderers=self.renderers,
             max_value_chars=self.max_value_chars,
+            max_message_chars=self.max_message_chars,
             budget_chars=self.context_budget_chars,
             policy=self.effective_context_policy,
         )

@@ -6,9 +6,11 @@ one field a line, records that share their fields as a table, and nothing the mo
 (empty fields, a call's repeated intent, a result's echo of its call's arguments). Every value is
 text from outside the code (users, emails, tool output, the model itself), so every value is
 escaped: ``<``, ``>`` and ``&`` become entities and no value can open or close a tag. Long values
-are cut with a visible marker and secrets are redacted. Then the agent's `ContextPolicy` decides
-what the model still needs (a result superseded by a later one of the same call becomes a marker),
-and the whole rendering is kept within the agent's budget by eliding the oldest middle events.
+show their beginning and end around a marker saying how much was left out (the thread keeps the
+whole), with more room for what people wrote than for tool values; secrets are redacted. Then the
+agent's `ContextPolicy` decides what the model still needs (a result superseded by a later one of
+the same call becomes a marker), and the whole rendering is kept within the agent's budget by
+eliding the oldest middle events.
 """
 
 from __future__ import annotations
@@ -65,10 +67,32 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def truncate(text: str, limit: int) -> str:
+KEPT_IN_THREAD = "the whole text is kept in the thread"
+
+
+def truncate(text: str, limit: int, kept: str = KEPT_IN_THREAD) -> str:
+    """About `limit` characters of `text`: its beginning and its end, with a marker between them
+    that says how much of the middle was left out and where the whole is (`kept`).
+
+    Both ends, not the first `limit` characters: a long message's end usually holds what its writer
+    asks for (an email's request comes after its story), its beginning who is writing and about
+    what. Each end is cut at a space or line break when one is near, not inside a word."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}… [truncated {len(text) - limit} chars]"
+    head, tail = text[: limit - limit // 2], text[len(text) - limit // 2 :]
+    spaces = [match.start() for match in _SPACE.finditer(head, max(0, len(head) - _SNAP_CHARS))]
+    if spaces:
+        head = head[: spaces[-1]]
+    space = _SPACE.search(tail, 0, _SNAP_CHARS)
+    if space is not None:
+        tail = tail[space.end() :]
+    left_out = len(text) - len(head) - len(tail)
+    shortened = f"{head} … [{left_out} characters left out here; {kept}] … {tail}"
+    return shortened if len(shortened) < len(text) else text  # a marker longer than the cut: keep it
+
+
+_SNAP_CHARS = 80  # how far an end may move to a space or line break
+_SPACE = re.compile(r"\s")
 
 
 def default_body(event: Event) -> tuple[str, Body | None]:
@@ -136,10 +160,16 @@ class ContextPolicy:
     turn pays for its data once, and the call blocks still show every time it was made.
     ``collapsible_intents`` limits that to these intents (an agent passes its read-only tools);
     None collapses any intent's results.
+    ``compact_escalated_errors``: errors from before the thread's last escalation are shown as one
+    line per run of errors, with their count and sources, not word for word. The escalation says
+    what went wrong and the person's answer to it is what the model acts on now; without this, a
+    thread escalated after three errors sends all three again on every later step. Errors since
+    the escalation, the ones the model must correct, stay whole.
     """
 
     collapse_superseded_results: bool = True
     collapsible_intents: frozenset[str] | None = None
+    compact_escalated_errors: bool = True
 
 
 class ContextRenderer:
@@ -151,12 +181,14 @@ class ContextRenderer:
         renderers: Mapping[str, BodyRenderer] | None = None,
         redactor: Redactor = redact_secrets,
         max_value_chars: int = 2_000,
+        max_message_chars: int = 8_000,
         budget_chars: int = 24_000,
         policy: ContextPolicy = ContextPolicy(),
     ) -> None:
         self._renderers = renderers or {}
         self._redact = redactor
         self._max_value_chars = max_value_chars
+        self._max_message_chars = max_message_chars
         self._budget_chars = budget_chars
         self._policy = policy
 
@@ -167,13 +199,19 @@ class ContextRenderer:
             if self._policy.collapse_superseded_results
             else set()
         )
+        escalated = _escalated_error_runs(events) if self._policy.compact_escalated_errors else {}
         blocks: list[_Block] = []
         call_blocks: dict[str, int] = {}  # call id -> the position of its call's block
         # A result leaves out what its call's block shows, so only the arguments of calls shown
         # (an agent's renderer may hide a call).
         shown_arguments: dict[str, Mapping[str, Any]] = {}
         for index, event in enumerate(events):
-            if index in superseded:
+            if index in escalated:
+                run = escalated[index]
+                override = self._override(event, "error")
+                if run and (override is None or override(event) is not None):
+                    blocks.append(_Block(_escalated_errors_marker(run)))
+            elif index in superseded:
                 tag = default_body(event)[0]
                 override = self._override(event, tag)
                 if override is None or override(event) is not None:  # an agent may hide it altogether
@@ -205,7 +243,9 @@ class ContextRenderer:
         if body is None:
             return None
         if isinstance(body, str):
-            text = self._text(body)
+            # What a person wrote is the task itself: it gets more room than a tool's value.
+            said = override is None and isinstance(event, UserMessage | HumanResponse)
+            text = self._text(body, self._max_message_chars if said else self._max_value_chars)
             if not text:
                 return f"<{tag}/>"
             if _LINE_BREAK.search(text):
@@ -270,9 +310,9 @@ class ContextRenderer:
             return None
         return [_COLUMN_SEPARATOR.join(header), *rows]
 
-    def _text(self, text: str) -> str:
+    def _text(self, text: str, limit: int | None = None) -> str:
         """Untrusted text made safe to show: secrets redacted first, then cut, then escaped."""
-        return escape(truncate(self._redact(text), self._max_value_chars))
+        return escape(truncate(self._redact(text), self._max_value_chars if limit is None else limit))
 
     def _scalar(self, value: Any, indent: str) -> str:
         text = self._text(_plain(value))
@@ -412,6 +452,35 @@ def _superseded(
             superseded.add(latest[call])
         latest[call] = index
     return superseded
+
+
+def _escalated_error_runs(events: Sequence[Event]) -> dict[int, list[Error]]:
+    """The errors before the last escalation (see `ContextPolicy.compact_escalated_errors`), by
+    position: a run of adjacent errors maps its first position to the whole run and each later one
+    to an empty list (the run's line shows it)."""
+    escalated = max((index for index, event in enumerate(events) if isinstance(event, Escalation)), default=0)
+    runs: dict[int, list[Error]] = {}
+    first = -1
+    for index, event in enumerate(events[:escalated]):
+        if not isinstance(event, Error):
+            continue
+        if index - 1 in runs:
+            runs[first].append(event)
+            runs[index] = []
+        else:
+            first = index
+            runs[index] = [event]
+    return runs
+
+
+def _escalated_errors_marker(run: Sequence[Error]) -> str:
+    sources: dict[str, int] = {}
+    for error in run:
+        sources[error.data.source] = sources.get(error.data.source, 0) + 1
+    kinds = ", ".join(f"{source}: {count}" for source, count in sources.items())
+    errors = "error" if len(run) == 1 else "errors"
+    text = f"{len(run)} {errors} ({kinds}) before the escalation below; messages left out"
+    return f"<earlier_errors>{text}</earlier_errors>"
 
 
 def _superseded_marker(tag: str) -> str:

@@ -31,8 +31,15 @@ class _Result(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class ModelNotAsked(LlmError):
+    """A suite's first attempt could not ask the model (unreachable, key refused, model unknown): the
+    run stops there, since every other attempt would wait out the same failure and score nothing."""
+
+
 class Attempt(_Result):
     passed: bool
+    # The model could not be asked: a failure of the run, which says nothing about the prompt.
+    unasked: bool = False
     intent: str | None = None
     failures: tuple[str, ...] = ()
     latency_s: float = Field(ge=0)
@@ -108,6 +115,16 @@ class EvalRun(_Result):
     def passed(self) -> bool:
         return all(suite.passed for suite in self.suites)
 
+    def unasked(self) -> list[Attempt]:
+        """Attempts that could not ask the model: while any exist, the pass rates are incomplete."""
+        return [
+            attempt
+            for suite in self.suites
+            for case in suite.cases
+            for attempt in case.attempts
+            if attempt.unasked
+        ]
+
 
 class EvalRunner:
     """Asks `llm` for the next step of each case; `judge` grades free text (defaults to `llm`)."""
@@ -126,6 +143,7 @@ class EvalRunner:
         self.llm = llm
         self.judge = judge or llm
         self.timer = timer
+        self._answered = False
 
     def run(
         self,
@@ -155,8 +173,11 @@ class EvalRunner:
         try:
             reply = self.llm.decide(messages, self.agent.intents)
         except LlmError as error:
+            if not self._answered:
+                raise ModelNotAsked(f"the model could not be asked: {error}") from error
             latency = self.timer() - started
-            return Attempt(passed=False, failures=(f"model: {error}",), latency_s=latency)
+            return Attempt(passed=False, unasked=True, failures=(f"model: {error}",), latency_s=latency)
+        self._answered = True
         latency = self.timer() - started
         tokens = reply.usage.total_tokens if reply.usage is not None else None
         output = reply.content[:MAX_OUTPUT_CHARS]
@@ -167,6 +188,7 @@ class EvalRunner:
             return Attempt(passed=False, failures=(failure,), latency_s=latency, tokens=tokens, output=output)
         met, failures = meeting(case.expect, answer)
         judge_tokens = None
+        unasked = False
         # The judge is asked only about answers that met every deterministic check, and only until
         # one alternative's rubric says yes.
         for expect in met:
@@ -176,6 +198,7 @@ class EvalRunner:
             context = self.agent.context.render(thread.events)
             outcome = ask_judge(self.judge, judge_messages(expect.judge, answer, context))
             failures += outcome.failures
+            unasked = unasked or outcome.unasked
             if outcome.usage is not None:
                 judge_tokens = (judge_tokens or 0) + outcome.usage.total_tokens
             if not outcome.failures:
@@ -183,6 +206,7 @@ class EvalRunner:
                 break
         return Attempt(
             passed=not failures,
+            unasked=unasked and bool(failures),
             intent=answer.intent,
             failures=tuple(failures),
             latency_s=latency,

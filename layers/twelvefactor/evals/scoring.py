@@ -124,6 +124,8 @@ one-sentence reason. Reply with one JSON object only, matching this schema:
 class JudgeOutcome:
     failures: tuple[str, ...]
     usage: TokenUsage | None = None
+    # The judge could not be asked: the attempt's verdict is missing, not negative.
+    unasked: bool = False
 
 
 def judge_messages(judge: Judge, answer: Intent, context: str) -> list[ChatMessage]:
@@ -149,7 +151,7 @@ def ask_judge(llm: LanguageModel, messages: Sequence[ChatMessage]) -> JudgeOutco
     try:
         reply = llm.decide(messages, VERDICT)
     except LlmError as error:
-        return JudgeOutcome((f"judge: could not ask the model ({error})",))
+        return JudgeOutcome((f"judge: could not ask the model ({error})",), unasked=True)
     try:
         verdict = VERDICT.validate_json(reply.content)
     except ValidationError:

@@ -483,15 +483,23 @@ class LocalStack:
     # --- what the terminal shows ---------------------------------------------------------------
 
     def client_environment(self) -> dict[str, str]:
-        """What to export so boto3, the AWS CLI, curl and `twelvefactor threads` reach this stack."""
+        """What to export so boto3, the AWS CLI, curl, `twelvefactor threads` and `twelvefactor invoke`
+        reach this stack: the endpoint, then every variable the stack's handlers run with (the same
+        `environment`, so a function invoked from that shell sees the tables, bucket, state machine
+        and parameters the stack's own functions see). A provider key the caller set is left out:
+        that shell has it already, and a banner is no place for it."""
+        handlers = {
+            name: value
+            for name, value in self.environment.items()
+            if value is not None and not (name == "OPENAI_API_KEY" and self.llm.api_key)
+        }
         return {
             "AWS_ENDPOINT_URL": self.moto_url,
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": REGION,
             API_URL_VARIABLE: self.api_url,
-            "THREADS_TABLE": self.physical_name("ThreadsTable"),
-            "STATE_MACHINE_ARN": self.state_machine_arn,
+            **handlers,
         }
 
     def sent_emails(self) -> list[SentEmail]:

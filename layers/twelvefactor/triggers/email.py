@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..core import context
 from ..core.errors import TwelvefactorError
 from ..core.replies import ApprovalReply
 
@@ -258,9 +259,9 @@ def clean_text(text: str) -> str:
 
 
 def truncate(text: str, limit: int = MAX_TEXT_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}\n[truncated: {len(text) - limit} more characters not shown]"
+    """The text a thread keeps of one email: its beginning and its end (where the request usually
+    is), the middle left out with a marker; the raw message stays in S3 under inbound/."""
+    return context.truncate(text, limit, kept="the whole message is in the raw email as received")
 
 
 # --- replies to an approval request ------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class LaunchRuleError(ValueError):
@@ -42,3 +42,16 @@ class CallbackDetail(BaseModel):
 def launch_message(detail: dict[str, Any]) -> str:
     """The detail as the agent's first message: compact, stable JSON the context renderer escapes."""
     return json.dumps(detail, sort_keys=True, separators=(",", ":"))
+
+
+def describe_invalid(error: ValidationError, shown: int = 3) -> str:
+    """What is wrong with an event, field by field ("missing 'detail-type'; 'time': Input should be a
+    valid datetime"), for the log line that says why it was ignored."""
+    problems = []
+    for problem in error.errors()[:shown]:
+        where = ".".join(str(part) for part in problem["loc"]) or "the event"
+        problems.append(
+            f"missing {where!r}" if problem["type"] == "missing" else f"{where!r}: {problem['msg']}"
+        )
+    more = error.error_count() - shown
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
