@@ -82,5 +82,5 @@ def test_an_unknown_key_is_refused_once_access_control_is_on(stack: LocalStack) 
         aws_secret_access_key="nope",
     )
     # When they read a table, Then moto refuses them
-    with pytest.raises(ClientError, match="UnrecognizedClientException|InvalidClientTokenId|security token"):
+    with pytest.raises(ClientError, match=r"UnrecognizedClientException|InvalidClientTokenId|security token"):
         stranger.describe_table(TableName=stack.physical_name("ThreadsTable"))

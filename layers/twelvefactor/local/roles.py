@@ -22,6 +22,10 @@ What it does not enforce, and so what the tests over the transformed template ch
   policies (the API's or SES's permission to invoke a function) and AWS managed policies (the
   generated roles' AWSLambdaBasicExecutionRole and AWSXrayWriteOnlyAccess: the local stack calls
   neither CloudWatch Logs nor X-Ray);
+- presigned URLs: moto answers a presigned request with a 500 once access control is on (it looks
+  for an Authorization header), so the stack serves those requests unchecked
+  (`presigned_urls_unchecked`); the grant they rely on (the signer's s3:GetObject) is tested on the
+  transformed template;
 - actions named differently from their operation: moto checks ``dynamodb:TransactWriteItems`` and
   ``lambda:Invoke`` where IAM checks each item's ``PutItem``/``UpdateItem``/``ConditionCheckItem`` and
   ``lambda:InvokeFunction``. `moto_policy` adds moto's name wherever the role holds IAM's.
@@ -37,7 +41,9 @@ attribute pair, here only).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,3 +139,42 @@ def set_access_control(moto_url: str, initial_no_auth_action_count: float) -> fl
     )
     response.raise_for_status()
     return float(response.json()["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"])
+
+
+_presigned = threading.local()
+
+
+def presigned_urls_unchecked(app: Callable[..., Any]) -> Callable[..., Any]:
+    """The moto server's WSGI app, marking a presigned S3 request (signed in its query string, with no
+    Authorization header) so that `unchecked_while_presigned` lets it through, on this thread only."""
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if "X-Amz-Signature=" not in environ.get("QUERY_STRING", "") or "HTTP_AUTHORIZATION" in environ:
+            return app(environ, start_response)
+        _presigned.active = True
+        try:
+            return list(app(environ, start_response))  # the whole answer, made while marked
+        finally:
+            _presigned.active = False
+
+    return serve
+
+
+@contextmanager
+def unchecked_while_presigned() -> Iterator[None]:
+    """Skip moto's access check for requests `presigned_urls_unchecked` marked (a private moto
+    method, wrapped while the stack runs; a moto upgrade that renames it fails the stack's start)."""
+    from moto.core.authorization import ActionAuthenticatorMixin  # noqa: PLC0415
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+    def check(self: Any, iam_request_cls: type, resource: str = "*") -> None:
+        if getattr(_presigned, "active", False):
+            return
+        original(self, iam_request_cls, resource)
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = check  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ActionAuthenticatorMixin._authenticate_and_authorize_action = original  # type: ignore[method-assign]

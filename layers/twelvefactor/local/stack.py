@@ -315,7 +315,10 @@ class LocalStack:
         self._exit.callback(server.stop)
         # Before any request: the server's WSGI app, a private attribute (renamed by a moto upgrade,
         # the stack fails to start, loudly, rather than run without the lock).
-        server._server.app = serial_dynamodb(server._server.app)  # type: ignore[union-attr]
+        server._server.app = roles.presigned_urls_unchecked(  # type: ignore[union-attr]
+            serial_dynamodb(server._server.app)  # type: ignore[union-attr]
+        )
+        self._exit.enter_context(roles.unchecked_while_presigned())
         host, port = server.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
         # moto's Step Functions interpreter calls Lambda through this port.

@@ -250,8 +250,10 @@ def _resolve(template: Mapping[str, Any], expression: Any, lookup: Mapping[str, 
         return _lookup(lookup, attribute)
     if function == "Fn::Sub":
         text, variables = (argument, {}) if isinstance(argument, str) else argument
-        scoped = {**lookup, **{k: _scalar_text(_resolve(template, v, lookup)) for k, v in variables.items()}}
-        return _PLACEHOLDER.sub(lambda match: _lookup(scoped, match.group(1)), text)
+        local = {k: _scalar_text(_resolve(template, v, lookup)) for k, v in variables.items()}
+        return _PLACEHOLDER.sub(
+            lambda match: local.get(match.group(1)) or _lookup(lookup, match.group(1)), text
+        )
     if function == "Fn::If":
         condition, when_true, when_false = argument
         chosen = when_true if _condition(template, condition, lookup) else when_false
