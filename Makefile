@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Puts the Lambda runtime's Python (3.12) on PATH where pyenv has it; the layer's own build needs no 3.12.
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.11' | head -1):$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | head -1)
 
-.PHONY: venv demo test unit lint format validate build clean bench bench-smoke
+.PHONY: venv demo test unit lint lint-security format validate build deploy clean bench bench-smoke
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -52,6 +52,14 @@ validate: venv
 build: venv
 	SAM_CLI_TELEMETRY=0 ARCHITECTURE=$(ARCH) LAYER_EXTRAS=$(if $(filter 1 true yes,$(XRAY)),xray) \
 		$(BIN)/sam build --parameter-overrides Architecture=$(ARCH)
+
+# Deploys what `make build` built. Every function publishes on the built layer's hash (LayerCodeSha256),
+# appended here to the environment's own overrides from samconfig.toml: a layer-only change then still
+# moves the live aliases. ENV is a samconfig.toml environment: default, dev or prod.
+ENV ?= default
+deploy: build
+	SAM_CLI_TELEMETRY=0 $(BIN)/sam deploy --config-env $(ENV) \
+		--parameter-overrides "$$($(BIN)/python -m twelvefactor.local.deploy --config-env $(ENV)) Architecture=$(ARCH)"
 
 format: venv
 	$(BIN)/ruff format .
