@@ -31,8 +31,9 @@ $(LOCAL_STAMP): $(STAMP)
 demo: $(LOCAL_STAMP)
 	$(BIN)/twelvefactor demo $(ARGS)
 
-# The whole suite, the embedded model's e2e and eval runs included, hence the local extra.
-test: $(LOCAL_STAMP) lint
+# The whole suite, the embedded model's e2e and eval runs included, hence the local extra; the security
+# lint (checkov) runs in it as tests/integration/test_security_lint.py.
+test: $(LOCAL_STAMP) $(SECURITY_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv
@@ -42,6 +43,21 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The security lint: checkov over the CloudFormation `sam deploy` creates, every accepted finding listed
+# with its reason in checkov-suppressions.yaml. checkov lives in its own venv because it pins boto3 and
+# botocore older than those the application is tested with; its version is pyproject's `security` extra.
+SECURITY_VENV := .venv-security
+SECURITY_STAMP := $(SECURITY_VENV)/.installed
+$(SECURITY_STAMP): pyproject.toml | $(STAMP)
+	@test -x $(SECURITY_VENV)/bin/python || $(BIN)/python -m venv $(SECURITY_VENV)
+	$(SECURITY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SECURITY_VENV)/bin/python -m pip install --quiet $$($(BIN)/python -c "import tomllib; \
+		print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['security']))")
+	@touch $@
+
+lint-security: $(SECURITY_STAMP)
+	$(BIN)/python -m pytest tests/integration/test_security_lint.py $(PYTEST_ARGS)
 
 # Deploy-side targets: `sam validate --lint` and `sam build` work offline (tests run both too).
 ARCH ?= x86_64
@@ -83,4 +99,4 @@ bench-smoke: venv
 	$(BIN)/python -m bench.run --smoke --out .cache/benchmarks-smoke.md $(ARGS)
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SECURITY_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
