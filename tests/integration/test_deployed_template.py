@@ -479,15 +479,19 @@ def test_replaced_function_versions_are_deleted(deployed: dict[str, Any]) -> Non
     assert {spec.get("DeletionPolicy") for spec in versions.values()} == {"Delete"}
 
 
-def test_snapstart_is_kept_only_where_a_person_waits(deployed: dict[str, Any]) -> None:
-    # Asynchronous and stream-driven functions gain little from a restore and pay for each snapshot
+def test_snapstart_is_kept_only_where_a_person_waits(deployed: dict[str, Any], source: Template) -> None:
+    # Asynchronous and stream-driven functions gain little from a restore and pay for each snapshot;
+    # the others follow SnapStartApplyOn (None where a region has no SnapStart)
     functions = _resources(deployed, "AWS::Lambda::Function")
-    snapstart = {
-        name
-        for name, spec in functions.items()
-        if spec["Properties"].get("SnapStart", {}).get("ApplyOn") == "PublishedVersions"
+    applied = {name: spec["Properties"]["SnapStart"]["ApplyOn"] for name, spec in functions.items()}
+    assert applied == {
+        **{
+            key: {"Ref": "SnapStartApplyOn"}
+            for key in ("ReducerFunction", "NotifyFunction", "ApiFunction", "SlackFunction")
+        },
+        **dict.fromkeys(("EmailFunction", "EventBridgeFunction", "JanitorFunction"), "None"),
     }
-    assert snapstart == {"ReducerFunction", "NotifyFunction", "ApiFunction", "SlackFunction"}
+    assert source["Parameters"]["SnapStartApplyOn"]["Default"] == "PublishedVersions"
 
 
 # --- 6. the heartbeat stays below the timeout ----------------------------------------------------------
@@ -552,9 +556,12 @@ def test_the_stage_throttles_every_route_and_writes_an_access_log(deployed: dict
             "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
         }
     ]
-    # And the access log goes to a log group the stack owns, with a retention
-    assert properties["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogs", "Arn"]}
-    assert "$context.requestId" in properties["AccessLogSetting"]["Format"]
+    # And the access log (on unless ApiAccessLogging=disabled) goes to a log group the stack owns
+    condition, logged, not_logged = properties["AccessLogSetting"]["Fn::If"]
+    assert deployed["Conditions"][condition] == {"Fn::Equals": [{"Ref": "ApiAccessLogging"}, "enabled"]}
+    assert logged["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogs", "Arn"]}
+    assert "$context.requestId" in logged["Format"]
+    assert not_logged == {"Ref": "AWS::NoValue"}
     assert deployed["Resources"]["ApiAccessLogs"]["Properties"]["RetentionInDays"] == {
         "Ref": "ApiAccessLogRetentionDays"
     }
