@@ -342,8 +342,11 @@ FUNCTION_DIRS = {
 }
 # Granted beyond what the code calls today, each with its reason.
 ALLOWED_EXTRA = {
-    # Cancel may end a paused wait on its task token instead of stopping the execution.
+    # DELETE /threads/{id} may end a paused wait on its task token (SendTaskFailure) or stop the
+    # thread's executions (ListExecutions, StopExecution): the cancel path keeps all three.
     ("ApiFunction", "states:SendTaskFailure"),
+    ("ApiFunction", "states:ListExecutions"),
+    ("ApiFunction", "states:StopExecution"),
     # SendEmail and SendRawEmail are one permission in SES's own guidance: replies may carry attachments.
     *((function, "ses:SendRawEmail") for function in ("ReducerFunction", "NotifyFunction", "EmailFunction")),
     # Lambda's event source mapping reads the stream with the Janitor's role, and the failure queue
@@ -372,10 +375,12 @@ SECRET_READERS = {
 
 
 def test_the_derivation_sees_the_calls_the_issue_found(deployed: dict[str, Any]) -> None:
-    # Given the code as it is: DELETE /threads/{id} lists the machine's executions, then stops them
-    # Then the derivation finds that, so the grants test below cannot pass vacuously
-    assert {"states:ListExecutions", "states:StopExecution"} <= needed_actions("api")
-    assert "states:ListExecutions" not in needed_actions("slack")
+    # Given the code as it is: DELETE /threads/{id} cancels the thread's execution (the API only)
+    # Then the derivation finds those calls, so the grants test below cannot pass vacuously
+    cancel = adapter_actions("workflow")["cancel"]
+    assert cancel and cancel <= {"states:ListExecutions", "states:StopExecution", "states:SendTaskFailure"}
+    assert cancel <= needed_actions("api")
+    assert not cancel & needed_actions("slack")
     assert {"dynamodb:BatchWriteItem", "s3:ListBucket", "s3:DeleteObject"} <= needed_actions("janitor")
 
 
