@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Puts the Lambda runtime's Python (3.12) on PATH where pyenv has it; the layer's own build needs no 3.12.
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.11' | head -1):$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | head -1)
 
-.PHONY: venv demo test unit lint format validate build clean bench bench-smoke
+.PHONY: venv demo test unit lint lint-security format validate build deploy clean bench bench-smoke
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -31,8 +31,9 @@ $(LOCAL_STAMP): $(STAMP)
 demo: $(LOCAL_STAMP)
 	$(BIN)/twelvefactor demo $(ARGS)
 
-# The whole suite, the embedded model's e2e and eval runs included, hence the local extra.
-test: $(LOCAL_STAMP) lint
+# The whole suite, the embedded model's e2e and eval runs included, hence the local extra; the security
+# lint (checkov) runs in it as tests/integration/test_security_lint.py.
+test: $(LOCAL_STAMP) $(SECURITY_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv
@@ -43,6 +44,21 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The security lint: checkov over the CloudFormation `sam deploy` creates, every accepted finding listed
+# with its reason in checkov-suppressions.yaml. checkov lives in its own venv because it pins boto3 and
+# botocore older than those the application is tested with; its version is pyproject's `security` extra.
+SECURITY_VENV := .venv-security
+SECURITY_STAMP := $(SECURITY_VENV)/.installed
+$(SECURITY_STAMP): pyproject.toml | $(STAMP)
+	@test -x $(SECURITY_VENV)/bin/python || $(BIN)/python -m venv $(SECURITY_VENV)
+	$(SECURITY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SECURITY_VENV)/bin/python -m pip install --quiet $$($(BIN)/python -c "import tomllib; \
+		print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['security']))")
+	@touch $@
+
+lint-security: $(SECURITY_STAMP)
+	$(BIN)/python -m pytest tests/integration/test_security_lint.py $(PYTEST_ARGS)
+
 # Deploy-side targets: `sam validate --lint` and `sam build` work offline (tests run both too).
 ARCH ?= x86_64
 validate: venv
@@ -52,6 +68,14 @@ validate: venv
 build: venv
 	SAM_CLI_TELEMETRY=0 ARCHITECTURE=$(ARCH) LAYER_EXTRAS=$(if $(filter 1 true yes,$(XRAY)),xray) \
 		$(BIN)/sam build --parameter-overrides Architecture=$(ARCH)
+
+# Deploys what `make build` built. Every function publishes on the built layer's hash (LayerCodeSha256),
+# appended here to the environment's own overrides from samconfig.toml: a layer-only change then still
+# moves the live aliases. ENV is a samconfig.toml environment: default, dev or prod.
+ENV ?= default
+deploy: build
+	SAM_CLI_TELEMETRY=0 $(BIN)/sam deploy --config-env $(ENV) \
+		--parameter-overrides "$$($(BIN)/python -m twelvefactor.local.deploy --config-env $(ENV)) Architecture=$(ARCH)"
 
 format: venv
 	$(BIN)/ruff format .
@@ -75,4 +99,4 @@ bench-smoke: venv
 	$(BIN)/python -m bench.run --smoke --out .cache/benchmarks-smoke.md $(ARGS)
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SECURITY_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache

@@ -21,7 +21,9 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -113,6 +115,7 @@ class Runtime:
         llm: LanguageModel | None = None,
         channels: dict[str, HumanChannel] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        session: Any = None,
     ) -> None:
         overrides: dict[str, Any] = {
             name: value
@@ -125,6 +128,9 @@ class Runtime:
             )
             if value is not None
         }
+        if session is not None:
+            # A boto3 session with credentials of its own: the local stack runs each function as its role.
+            overrides["_boto3"] = session
         self.__dict__.update(overrides)  # a value in __dict__ wins over the cached_property
         self._channels: dict[str, HumanChannel] = dict(channels or {})
         self.clock = clock
@@ -649,14 +655,20 @@ __all__ = [
     "current",
     "reason",
     "reset",
+    "scoped",
 ]
 
 _current: Runtime | None = None
+# The local stack runs every function in one process; each invocation sees its own function's runtime.
+_scoped: ContextVar[Runtime | None] = ContextVar("twelvefactor_runtime", default=None)
 
 
 def current() -> Runtime:
-    """The container's runtime, built on first use."""
+    """The container's runtime, built on first use (or the one `scoped` put in place)."""
     global _current  # noqa: PLW0603 - one per container is the point
+    scoped_runtime = _scoped.get()
+    if scoped_runtime is not None:
+        return scoped_runtime
     if _current is None:
         _current = Runtime()
     return _current
@@ -667,3 +679,13 @@ def reset(**overrides: Any) -> Runtime:
     global _current  # noqa: PLW0603
     _current = Runtime(**overrides)
     return _current
+
+
+@contextmanager
+def scoped(rt: Runtime) -> Iterator[Runtime]:
+    """Make ``rt`` what `current` returns in this context (the local stack: one runtime per function)."""
+    token = _scoped.set(rt)
+    try:
+        yield rt
+    finally:
+        _scoped.reset(token)

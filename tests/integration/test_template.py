@@ -355,11 +355,13 @@ def test_state_machine_definition_resolves_every_placeholder(template: Template)
     definition = json.loads(text)
     wait = definition["States"]["Load wait settings"]["Parameters"]["wait"]
     defaults = {
-        name: template["Parameters"][name]["Default"] for name in ("WaitTimeoutSeconds", "HeartbeatSeconds")
+        name: template["Parameters"][name]["Default"]
+        for name in ("WaitTimeoutSeconds", "HeartbeatMarginSeconds")
     }
+    timeout = f"States.StringToJson('{defaults['WaitTimeoutSeconds']}')"
     assert wait == {
-        "timeout_seconds.$": f"States.StringToJson('{defaults['WaitTimeoutSeconds']}')",
-        "heartbeat_seconds.$": f"States.StringToJson('{defaults['HeartbeatSeconds']}')",
+        "timeout_seconds.$": timeout,
+        "heartbeat_seconds.$": f"States.MathAdd({timeout}, -{defaults['HeartbeatMarginSeconds']})",
     }
     assert definition["States"]["Reduce"]["Parameters"]["FunctionName"] == REDUCER_ARN
     assert definition["States"]["Wait for human"]["Parameters"]["FunctionName"] == NOTIFY_ARN
@@ -559,7 +561,7 @@ def test_a_wait_nobody_answers_is_recorded_in_the_thread_and_escalated(
     bridge.register("stack-ReducerFunction", reduce)
     bridge.register("stack-NotifyFunction", lambda _event, _context: None)
     # When the execution runs and nobody answers
-    sfn, execution_arn = _start(template, {"WaitTimeoutSeconds": "2", "HeartbeatSeconds": "1"})
+    sfn, execution_arn = _start(template, {"WaitTimeoutSeconds": "2", "HeartbeatMarginSeconds": "1"})
     described = _finished(sfn, execution_arn)
     # Then the reducer was told which wait failed and why, and the execution ends as an escalation
     assert len(recorded) == 1

@@ -62,7 +62,7 @@ def test_a_wait_that_times_out_escalates_and_a_late_approval_is_refused(
             "ReducerFunctionArn": function_arn("ReducerFunction"),
             "NotifyFunctionArn": function_arn("NotifyFunction"),
         },
-        {"WaitTimeoutSeconds": "2", "HeartbeatSeconds": "1"},
+        {"WaitTimeoutSeconds": "2", "HeartbeatMarginSeconds": "1"},
     )
     machine = sfn.create_state_machine(name="ImpatientMachine", definition=definition, roleArn=ROLE_ARN)
     stack.state_machine_arn = machine["stateMachineArn"]

@@ -42,6 +42,7 @@ import httpx
 
 from .. import runtime
 from ..settings import LlmSettings, OutputMode
+from . import roles
 from .fake_services import run_fake_services
 from .gateway import LocalGateway, Route
 from .handlers import Handler, function_ids, isolated_metrics, load_handler, one_invocation
@@ -51,10 +52,13 @@ from .template import (
     Template,
     api_routes,
     function_environment,
+    function_role_id,
     load_template,
     resource_name,
+    role_policies,
     state_machine_definition,
     table_definition,
+    transformed_template,
     ttl_attribute,
 )
 
@@ -277,13 +281,22 @@ class LocalStack:
         self.environment = self.handler_environment()
         self._set_environment(self.environment)
         self._exit.callback(runtime.reset)
-        rt = runtime.reset()
+        runtime.reset()
+        # Each function's code runs with its own role's credentials (twelvefactor.local.roles).
+        self.function_runtimes = {
+            logical_id: runtime.Runtime(session=credentials.session(REGION))
+            for logical_id, credentials in self._create_roles().items()
+        }
         metric_set = self._exit.enter_context(isolated_metrics())
         handlers = {
-            logical_id: one_invocation(load_handler(self.template, logical_id), metric_set)
+            logical_id: self._as_function(logical_id, metric_set)
             for logical_id in function_ids(self.template)
         }
-        self._warm(rt)
+        for rt in self.function_runtimes.values():
+            self._warm(rt)
+        # From here on moto refuses what a caller's policies do not allow, as IAM would.
+        previous = roles.set_access_control(self.moto_url, 0)
+        self._exit.callback(roles.set_access_control, self.moto_url, previous)
         bridge = LambdaBridge({self.physical_name(logical_id): h for logical_id, h in handlers.items()})
         self.bridge = self._exit.enter_context(bridge.installed())
         # Executions still paused or running would call handlers into a stopped stack: end them first.
@@ -302,7 +315,10 @@ class LocalStack:
         self._exit.callback(server.stop)
         # Before any request: the server's WSGI app, a private attribute (renamed by a moto upgrade,
         # the stack fails to start, loudly, rather than run without the lock).
-        server._server.app = serial_dynamodb(server._server.app)  # type: ignore[union-attr]
+        server._server.app = roles.presigned_urls_unchecked(  # type: ignore[union-attr]
+            serial_dynamodb(server._server.app)  # type: ignore[union-attr]
+        )
+        self._exit.enter_context(roles.unchecked_while_presigned())
         host, port = server.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
         # moto's Step Functions interpreter calls Lambda through this port.
@@ -366,6 +382,63 @@ class LocalStack:
         boto3.client("stepfunctions").create_state_machine(
             name=self.physical_name("AgentStateMachine"), definition=definition, roleArn=role
         )
+
+    def _create_roles(self) -> dict[str, roles.RoleCredentials]:
+        """The roles `sam deploy` would generate, created in moto from the transformed template: one
+        per function (assumed; returned by function), and the state machine's, held by the user whose
+        key moto's interpreter signs with. The stack's own key becomes an administrator's."""
+        parameters = {"LayerCodeSha256": "0" * 64, **self.parameter_values()}
+        transformed = transformed_template(
+            self.template, {k: v for k, v in parameters.items() if k in self.template["Parameters"]}
+        )
+        values = _ArnsForAnything({**parameters, **self._arn_values()})
+        iam, sts = boto3.client("iam"), boto3.client("sts")
+        roles.create_user_with_key(
+            iam, f"{self.name}-admin", roles.ADMIN_KEY, {"Administrator": roles.ADMINISTRATOR}, ACCOUNT_ID
+        )
+        machine_role = transformed["Resources"]["AgentStateMachine"]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+        roles.create_user_with_key(
+            iam,
+            f"{self.name}-{machine_role}",
+            roles.INTERPRETER_KEY,
+            role_policies(transformed, machine_role, values),
+            ACCOUNT_ID,
+        )
+        created = {}
+        for logical_id in function_ids(self.template):
+            role_id = function_role_id(transformed, logical_id)
+            created[logical_id] = roles.create_role(
+                iam,
+                sts,
+                f"{self.name}-{role_id}"[:64],
+                transformed["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"],
+                role_policies(transformed, role_id, values),
+            )
+        return created
+
+    def _arn_values(self) -> dict[str, str]:
+        """What !GetAtt X.Arn resolves to in policies (moto checks no resource but S3's; see roles)."""
+        bucket = f"arn:aws:s3:::{self.bucket_name}"
+        table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{self.physical_name('ThreadsTable')}"
+        return {
+            "ThreadsTable.Arn": table,
+            "ThreadsTable.StreamArn": f"{table}/stream/local",
+            "IdempotencyTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/"
+            + self.physical_name("IdempotencyTable"),
+            "PayloadBucket.Arn": bucket,
+        }
+
+    def _as_function(self, logical_id: str, metric_set: Any) -> Handler:
+        """The function's handler, imported and invoked with its own runtime (and so its role)."""
+        rt = self.function_runtimes[logical_id]
+        with runtime.scoped(rt):
+            handler = one_invocation(load_handler(self.template, logical_id), metric_set)
+
+        def invoke(event: dict[str, Any], context: Any) -> Any:
+            with runtime.scoped(rt):
+                return handler(event, context)
+
+        return invoke
 
     def parameter_values(self) -> dict[str, str]:
         """Template parameters for this run: the caller's overrides win over the stack's choices."""
@@ -520,6 +593,14 @@ class LocalStack:
                 to = list(message.destinations.get("ToAddresses", []))
             found.append(SentEmail(str(message.source), tuple(to), subject, str(text).strip()))
         return found
+
+
+class _ArnsForAnything(dict[str, str]):
+    """Resolves any other reference to a placeholder: policies name queues and aliases the local
+    stack does not create, and moto checks no resource outside S3 anyway (see roles)."""
+
+    def __missing__(self, name: str) -> str:
+        return f"arn:aws:local:{REGION}:{ACCOUNT_ID}:{name}"
 
 
 def _placeholder_zip() -> bytes:

@@ -240,7 +240,7 @@ def _resolve(template: Mapping[str, Any], expression: Any, lookup: Mapping[str, 
         if isinstance(expression, list):
             return [_resolve(template, item, lookup) for item in expression]
         return expression
-    if len(expression) != 1:
+    if len(expression) != 1 or not _is_intrinsic(next(iter(expression))):
         return {key: _resolve(template, value, lookup) for key, value in expression.items()}
     (function, argument), *_ = expression.items()
     if function == "Ref":
@@ -250,8 +250,10 @@ def _resolve(template: Mapping[str, Any], expression: Any, lookup: Mapping[str, 
         return _lookup(lookup, attribute)
     if function == "Fn::Sub":
         text, variables = (argument, {}) if isinstance(argument, str) else argument
-        scoped = {**lookup, **{k: _scalar_text(_resolve(template, v, lookup)) for k, v in variables.items()}}
-        return _PLACEHOLDER.sub(lambda match: _lookup(scoped, match.group(1)), text)
+        local = {k: _scalar_text(_resolve(template, v, lookup)) for k, v in variables.items()}
+        return _PLACEHOLDER.sub(
+            lambda match: local.get(match.group(1)) or _lookup(lookup, match.group(1)), text
+        )
     if function == "Fn::If":
         condition, when_true, when_false = argument
         chosen = when_true if _condition(template, condition, lookup) else when_false
@@ -268,6 +270,11 @@ def _resolve(template: Mapping[str, Any], expression: Any, lookup: Mapping[str, 
     if function in ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or", "Condition"):
         return _evaluate_condition(template, expression, lookup)
     raise UnresolvedReference(f"cannot evaluate {function} locally")
+
+
+def _is_intrinsic(key: str) -> bool:
+    # A one-key mapping such as {"Statement": [...]} is data, not a function call.
+    return key in ("Ref", "Condition") or key.startswith("Fn::")
 
 
 def _condition(template: Mapping[str, Any], name: str, lookup: Mapping[str, str]) -> bool:
@@ -292,3 +299,89 @@ def _evaluate_condition(template: Mapping[str, Any], expression: Any, lookup: Ma
     if function == "Fn::Or":
         return any(_evaluate_condition(template, item, lookup) for item in argument)
     raise UnresolvedReference(f"{function} is not a condition function")
+
+
+# --- the CloudFormation `sam deploy` would create ---------------------------------------------------
+
+# Local code locations, replaced by S3 URIs as `sam package` would: the transform refuses local paths.
+_PACKAGED_PROPERTIES = ("CodeUri", "ContentUri", "DefinitionUri")
+
+
+def transformed_template(
+    template: Template,
+    parameters: Mapping[str, str] | None = None,
+    *,
+    uploaded: Mapping[str, str] | None = None,
+    region: str = "us-east-1",
+) -> dict[str, Any]:
+    """template.yaml after the SAM transform, the CloudFormation that AWS deploys.
+
+    It is what carries the generated roles, versions, aliases, permissions and the API's OpenAPI
+    body, so tests read grants and wiring here rather than in the SAM shorthand. ``uploaded`` gives
+    a logical id's code an S3 URI of its own (two layer builds are two different URIs); others get
+    ``s3://<bucket>/<logical id>``. ``parameters`` are those CloudFormation would pass the transform.
+    """
+    import contextlib  # noqa: PLC0415 - dev-only, and the transform is imported only here
+    import copy  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from samtranslator.translator.transform import transform  # noqa: PLC0415
+
+    body = copy.deepcopy(dict(template))
+    for logical_id, spec in body["Resources"].items():
+        properties = spec.get("Properties", {})
+        for name in _PACKAGED_PROPERTIES:
+            if isinstance(properties.get(name), str) and not properties[name].startswith("s3://"):
+                properties[name] = (uploaded or {}).get(logical_id, f"s3://packaged/{logical_id}")
+    previous_region = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ["AWS_DEFAULT_REGION"] = region  # the transform builds partition-aware ARNs from it
+    try:
+        # The transform prints feature-toggle notices on stdout; they are noise here.
+        with contextlib.redirect_stdout(io.StringIO()):
+            transformed: dict[str, Any] = transform(body, dict(parameters or {}), _NoManagedPolicies())
+    finally:
+        if previous_region is None:
+            os.environ.pop("AWS_DEFAULT_REGION", None)
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = previous_region
+    return transformed
+
+
+class _NoManagedPolicies:
+    """The transform's managed-policy loader: the template names no managed policy by short name
+    (SAM adds the ones it needs, such as AWSLambdaBasicExecutionRole, by ARN)."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def role_policies(
+    transformed: Mapping[str, Any], role_id: str, values: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """A generated role's inline policies (name -> document), references resolved with ``values``.
+
+    ``values`` holds what !Ref, !GetAtt and pseudo parameters resolve to, as for
+    `function_environment`; statements and list items that resolve to AWS::NoValue are left out.
+    """
+    role = transformed["Resources"][role_id]
+    return {
+        policy["PolicyName"]: _drop_no_value(_resolve(transformed, policy["PolicyDocument"], values))
+        for policy in role["Properties"].get("Policies", [])
+    }
+
+
+def function_role_id(transformed: Mapping[str, Any], function_id: str) -> str:
+    """The logical id of the role the transform generated for a function."""
+    role = transformed["Resources"][function_id]["Properties"]["Role"]
+    if not (isinstance(role, dict) and "Fn::GetAtt" in role):
+        raise ValueError(f"{function_id} does not use a role generated by the transform: {role!r}")
+    return str(role["Fn::GetAtt"][0])
+
+
+def _drop_no_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _drop_no_value(item) for key, item in value.items() if item is not _NO_VALUE}
+    if isinstance(value, list):
+        return [_drop_no_value(item) for item in value if item is not _NO_VALUE]
+    return value
