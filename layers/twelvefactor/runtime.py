@@ -47,6 +47,7 @@ from .core.channels import ChannelRef, EmailRef, NoReplyRef, Notification, Slack
 from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread
 from .core.ports import LanguageModel, Ports, PromptRenderer, utc_now
 from .core.state import ThreadStatus
+from .observability import TimedModel
 from .settings import (
     AgentSettings,
     EmailSettings,
@@ -98,6 +99,9 @@ class Reduced:
     status: ReduceStatus
     new_events: tuple[Event, ...]
     moves: int = 0  # how many times the reducer stepped (each move persisted on its own)
+    # Whose thread, and the thread as it stands after the reduction: what its metrics are read from.
+    agent: str = ""
+    events: tuple[Event, ...] = ()
 
 
 class Runtime:
@@ -233,7 +237,7 @@ class Runtime:
 
     @property
     def ports(self) -> Ports:
-        return Ports(llm=self.llm, prompts=self.prompts, clock=self.clock)
+        return Ports(llm=TimedModel(self.llm), prompts=self.prompts, clock=self.clock)
 
     def channel(self, kind: str) -> HumanChannel | None:
         """The channel that delivers to a ChannelRef of this kind; None for NoReplyRef."""
@@ -431,7 +435,9 @@ class Runtime:
         new_events = tuple(event for move in moves for event in move)
         if status == "done" and any(isinstance(event, Done) for event in new_events):
             self._tell_done(meta, finished)
-        return Reduced(thread_id, status, new_events, moves=len(moves))
+        return Reduced(
+            thread_id, status, new_events, moves=len(moves), agent=meta.agent, events=finished.events
+        )
 
     def _tell_done(self, meta: ThreadMeta, thread: Thread) -> None:
         """Factor 11: the final message goes back on the channel the thread came from."""
@@ -457,7 +463,7 @@ class Runtime:
         meta, thread = self.store.load(thread_id)
         current = state.status(thread.events)
         if current.is_final:
-            return Reduced(thread_id, _reduce_status(current), ())
+            return Reduced(thread_id, _reduce_status(current), (), agent=meta.agent, events=thread.events)
         error_name = str(error.get("Error") or "unknown")
         cause = " ".join(str(error.get("Cause") or "").split())[:MAX_CAUSE_CHARS]
         data = EscalationData(
@@ -478,7 +484,7 @@ class Runtime:
         notification = notification_for(thread_id, thread.events)
         if notification is not None:
             self._deliver_quietly(meta, notification.model_copy(update={"callback_id": wait.callback_id}))
-        return Reduced(thread_id, "waiting", new_events)
+        return Reduced(thread_id, "waiting", new_events, agent=meta.agent, events=thread.events)
 
     def notify(self, thread_id: str, task_token: str) -> Notification | None:
         """The waitForTaskToken task: save the wait, tell the person, return at once."""
