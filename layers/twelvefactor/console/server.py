@@ -300,7 +300,7 @@ def respond(console: Console, request: Request, params: dict[str, str]) -> Respo
 def cancel_confirmation(console: Console, _request: Request, params: dict[str, str]) -> Response:
     thread_id = _thread_id(params["thread_id"])
     view = console.api.get(thread_id)
-    return console.page("cancel.html", thread_id=thread_id, agent=view["agent"], status=view["status"])
+    return console.page("cancel.html", thread_id=thread_id, agent=view["agent"], thread_status=view["status"])
 
 
 @route("POST", "/threads/(?P<thread_id>[^/]+)/cancel")
@@ -340,6 +340,11 @@ def static(_console: Console, _request: Request, params: dict[str, str]) -> Resp
         raise Refused(HTTPStatus.NOT_FOUND, "no such file")
     body = files("twelvefactor.console").joinpath("static", name).read_bytes()
     return Response(HTTPStatus.OK, body, _STATIC[name])
+
+
+@route("GET", "/favicon.ico")
+def favicon(_console: Console, _request: Request, _params: dict[str, str]) -> Response:
+    return Response(HTTPStatus.NO_CONTENT)  # browsers ask for one; there is none to send
 
 
 # --- the HTTP server ----------------------------------------------------------------------------

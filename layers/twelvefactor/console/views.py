@@ -89,7 +89,8 @@ class ThreadRow:
 
 def thread_row(view: dict[str, Any], events: Sequence[Event]) -> ThreadRow:
     created = datetime.fromisoformat(str(view["created_at"]))
-    status = ThreadStatus(view["status"])
+    # From the events read after the view, so the status and the timeline shown always agree.
+    status = state.status(events)
     return ThreadRow(
         thread_id=view["thread_id"],
         agent=view["agent"],
@@ -98,7 +99,7 @@ def thread_row(view: dict[str, Any], events: Sequence[Event]) -> ThreadRow:
         status=status,
         phase=phase(status, events),
         steps=model_steps(events),
-        tokens=int(view["total_tokens"]),
+        tokens=state.total_tokens(events),
     )
 
 
