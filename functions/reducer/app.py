@@ -57,6 +57,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     metrics.add_metric(
         name="Escalations", unit=MetricUnit.Count, value=sum(isinstance(e, Escalation) for e in new)
     )
-    observability.emit(metrics, observability.reduction_points(outcome.agent, outcome.events, new))
+    points = observability.reduction_points(outcome.agent, outcome.events, new)
+    observability.emit(metrics, [*points, *observability.latency_points(outcome.llm_latencies_ms)])
     logger.info("reduced", extra={"status": outcome.status, "moves": outcome.moves, "events": len(new)})
     return {"thread_id": outcome.thread_id, "status": outcome.status}

@@ -167,17 +167,20 @@ def emit(metrics: Metrics, points: Iterable[Point]) -> None:
 
 
 class TimedModel:
-    """The language model port, timed: each call's latency, answered or not, as ``LlmLatency``."""
+    """The language model port, timed: each call's latency, answered or not, kept for the handler
+    to send as ``LlmLatency`` (no metric is written here, so nothing piles up outside a handler)."""
 
-    def __init__(self, model: LanguageModel, metrics: Metrics | None = None) -> None:
+    def __init__(self, model: LanguageModel) -> None:
         self._model = model
-        # Metrics instances share one metric set per process, so the reducer handler's flush sends it.
-        self._metrics = metrics or Metrics(namespace=NAMESPACE)
+        self.latencies_ms: list[float] = []
 
     def decide(self, messages: Sequence[ChatMessage], intents: IntentSet) -> ModelReply:
         started = time.perf_counter()
         try:
             return self._model.decide(messages, intents)
         finally:
-            elapsed = (time.perf_counter() - started) * 1000
-            self._metrics.add_metric(name="LlmLatency", unit=MetricUnit.Milliseconds, value=elapsed)
+            self.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+
+def latency_points(latencies_ms: Sequence[float]) -> list[Point]:
+    return [Point("LlmLatency", value, MetricUnit.Milliseconds) for value in latencies_ms]

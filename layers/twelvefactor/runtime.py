@@ -102,6 +102,7 @@ class Reduced:
     # Whose thread, and the thread as it stands after the reduction: what its metrics are read from.
     agent: str = ""
     events: tuple[Event, ...] = ()
+    llm_latencies_ms: tuple[float, ...] = ()  # each model call's, answered or not
 
 
 class Runtime:
@@ -237,7 +238,7 @@ class Runtime:
 
     @property
     def ports(self) -> Ports:
-        return Ports(llm=TimedModel(self.llm), prompts=self.prompts, clock=self.clock)
+        return Ports(llm=self.llm, prompts=self.prompts, clock=self.clock)
 
     def channel(self, kind: str) -> HumanChannel | None:
         """The channel that delivers to a ChannelRef of this kind; None for NoReplyRef."""
@@ -413,14 +414,15 @@ class Runtime:
         meanwhile) is dropped and the loop goes on from the thread as it now stands.
         """
         moves: list[list[Event]] = []
+        model = TimedModel(self.llm)  # each call's latency, for the handler's metrics
         for _attempt in range(MAX_REDUCE_ATTEMPTS - 1):
             try:
-                return self._reduce_once(thread_id, moves)
+                return self._reduce_once(thread_id, moves, model)
             except ConcurrentAppend:
                 logger.info("thread moved on during a move; reloading", extra={"thread_id": thread_id})
-        return self._reduce_once(thread_id, moves)
+        return self._reduce_once(thread_id, moves, model)
 
-    def _reduce_once(self, thread_id: str, moves: list[list[Event]]) -> Reduced:
+    def _reduce_once(self, thread_id: str, moves: list[list[Event]], model: TimedModel) -> Reduced:
         meta, thread = self.store.load(thread_id)
         agent = self.registry.get(meta.agent)
         last_seq = thread.last_seq
@@ -430,13 +432,20 @@ class Runtime:
             last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
             moves.append(events)
 
-        finished = reducer.run_until_paused(agent, thread, self.ports, persist)
+        ports = Ports(llm=model, prompts=self.prompts, clock=self.clock)
+        finished = reducer.run_until_paused(agent, thread, ports, persist)
         status = _reduce_status(state.status(finished.events))
         new_events = tuple(event for move in moves for event in move)
         if status == "done" and any(isinstance(event, Done) for event in new_events):
             self._tell_done(meta, finished)
         return Reduced(
-            thread_id, status, new_events, moves=len(moves), agent=meta.agent, events=finished.events
+            thread_id,
+            status,
+            new_events,
+            moves=len(moves),
+            agent=meta.agent,
+            events=finished.events,
+            llm_latencies_ms=tuple(model.latencies_ms),
         )
 
     def _tell_done(self, meta: ThreadMeta, thread: Thread) -> None:

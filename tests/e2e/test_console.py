@@ -219,6 +219,31 @@ def test_reject_with_a_comment_reaches_the_model_and_nothing_is_deployed(
     assert len(_deploys(stack)) == deploys_before
 
 
+def test_a_question_from_the_agent_is_answered_in_the_browser(
+    scripts: ConversationScripts, console_url: str, browser: WebDriver, fake_llm: FakeOpenAI
+) -> None:
+    # Given a conversation in which the agent asks a question, then finishes with the answer
+    text = scripts.add(
+        opening("Deploy something"),
+        intent("request_human_input", question="Which environment: staging or production?"),
+        intent("done_for_now", message="Noted: staging."),
+    )
+    _launch(browser, console_url, text)
+
+    # When the question appears and the person types an answer and sends it
+    _wait_for(browser, "#pending", "Which environment: staging or production?")
+    browser.find_element(By.ID, "answer-text").send_keys("staging, please")
+    browser.find_element(By.ID, "answer").click()
+
+    # Then the answer is in the thread, the model read it, and the thread ends
+    _wait_for(browser, "#timeline .summary", "done: Noted: staging.")
+    assert any(line.endswith(": staging, please") for line in _summaries(browser)), _summaries(browser)
+    last_prompt = next(
+        request["messages"][-1]["content"] for request in reversed(fake_llm.requests) if text in str(request)
+    )
+    assert "staging, please" in last_prompt
+
+
 def test_hostile_text_in_a_thread_is_shown_and_never_runs(
     stack: LocalStack, console_url: str, browser: WebDriver
 ) -> None:
@@ -254,11 +279,13 @@ def test_hostile_text_in_a_thread_is_shown_and_never_runs(
     _nothing_ran(browser)
 
     # When an error carrying a script arrives while the page is open (a live update, not a reload)
+    browser.execute_script("window.__same_page = true")
     hostile_error = Error(at=datetime.now(UTC), data=ErrorData(source="tool", message=f"boom {XSS}"))
     store.append(thread_id, [hostile_error], expected_last_seq=len(events) - 1)
 
     # Then it shows up as text too, and still nothing ran
     _wait_for(browser, "#timeline .summary", "error (tool): boom <script>")
+    assert browser.execute_script("return window.__same_page") is True
     _nothing_ran(browser)
     # ... and the browser reported no script error or blocked script (the CSP would have)
     problems = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
