@@ -22,6 +22,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from twelvefactor import cli
+from twelvefactor.commands.console import build
 from twelvefactor.commands.threads import ThreadsApi
 from twelvefactor.console import views
 from twelvefactor.console.sigv4 import SigV4, is_aws_url, region_of
@@ -205,3 +207,32 @@ def test_the_pending_panel_names_the_call_waiting_for_approval_and_counts_model_
     assert found is not None and (found.kind, found.detail) == ("approval", 'deploy_backend(tag="v1")')
     assert views.model_steps(events) == 1
     assert views.pending([OPENING, CALL]) is None
+
+
+def test_the_console_command_needs_an_api_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given no API URL anywhere
+    monkeypatch.delenv("TWELVEFACTOR_API_URL", raising=False)
+
+    # When the console is started, Then it says what to pass and exits non-zero
+    assert cli.main(["console"]) == 1
+    assert "no API URL" in capsys.readouterr().err
+
+
+def test_a_deployed_api_is_signed_with_the_user_s_credentials_and_the_local_one_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given AWS credentials in the environment
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+
+    # When consoles are built for an execute-api URL and for the local gateway
+    deployed = build("https://abc123.execute-api.eu-west-1.amazonaws.com/prod")
+    local = build("http://127.0.0.1:3000")
+
+    # Then only the deployed one signs
+    assert deployed.api_label.endswith("(SigV4)")
+    assert local.api_label == "http://127.0.0.1:3000"
+    deployed.api.close()
+    local.api.close()
