@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Puts the Lambda runtime's Python (3.12) on PATH where pyenv has it; the layer's own build needs no 3.12.
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.11' | head -1):$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | head -1)
 
-.PHONY: venv demo test unit lint lint-security format validate build deploy clean bench bench-smoke
+.PHONY: venv demo test unit lint lint-security format validate build deploy clean bench bench-smoke browser console-screenshot
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -32,9 +32,27 @@ demo: $(LOCAL_STAMP)
 	$(BIN)/twelvefactor demo $(ARGS)
 
 # The whole suite, the embedded model's e2e and eval runs included, hence the local extra; the security
-# lint (checkov) runs in it as tests/integration/test_security_lint.py.
-test: $(LOCAL_STAMP) $(SECURITY_STAMP) lint
+# lint (checkov) runs in it as tests/integration/test_security_lint.py, the console's tests in a browser.
+test: $(LOCAL_STAMP) $(SECURITY_STAMP) lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The console's tests drive a real browser: Debian's chromium and its chromedriver, installed here
+# where missing (as root, with apt-get), or a clear stop saying what to install.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing chromium and chromium-driver (Debian packages) for the console's browser tests..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+			|| { echo "apt-get could not install chromium and chromium-driver: install them, then run make test again"; exit 1; }; \
+	else \
+		echo "The console's browser tests need chromium and chromedriver on PATH. On Debian or Ubuntu, as root:"; \
+		echo "  apt-get install chromium chromium-driver"; \
+		exit 1; \
+	fi
+
+# Retakes the README's console screenshot (docs/images/console-thread.png) from the browser test.
+console-screenshot: venv browser
+	UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest tests/e2e/test_console.py -k approve $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

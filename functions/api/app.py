@@ -18,7 +18,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from twelvefactor import runtime, tracing
+from twelvefactor import observability, runtime, tracing
 from twelvefactor.adapters import webhook
 from twelvefactor.core.outbound import check_callback_url
 from twelvefactor.settings import IdempotencySettings, StoreSettings, WebhookSettings, WorkflowSettings
@@ -130,8 +130,11 @@ def callback(callback_id: Annotated[str, Path(pattern=CALLBACK_ID_PATTERN)]) -> 
 def cancel(thread_id: ThreadIdPath) -> Response[Accepted]:
     logger.append_keys(thread_id=thread_id)
     caller = app.current_event.request_context.identity.user_arn
-    runtime.current().cancel(thread_id, by=caller, reason="cancelled through the API")
+    rt = runtime.current()
+    rt.cancel(thread_id, by=caller, reason="cancelled through the API")
     metrics.add_metric(name="Cancellations", unit=MetricUnit.Count, value=1)
+    meta, _thread = rt.store.load_outline(thread_id)  # whose thread, for the by-agent breakdown
+    observability.emit(metrics, observability.cancellation_points(meta.agent))
     return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status="cancelled"))
 
 

@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from twelvefactor import runtime, tracing
+from twelvefactor import observability, runtime, tracing
 from twelvefactor.core import state
 from twelvefactor.core.errors import ThreadNotFound
 from twelvefactor.core.events import Error, Escalation, ThreadId
@@ -57,5 +57,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     metrics.add_metric(
         name="Escalations", unit=MetricUnit.Count, value=sum(isinstance(e, Escalation) for e in new)
     )
+    points = observability.reduction_points(outcome.agent, outcome.events, new)
+    observability.emit(metrics, [*points, *observability.latency_points(outcome.llm_latencies_ms)])
     logger.info("reduced", extra={"status": outcome.status, "moves": outcome.moves, "events": len(new)})
     return {"thread_id": outcome.thread_id, "status": outcome.status}

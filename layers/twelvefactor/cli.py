@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "invoke": ("invoke", "run a function of template.yaml in-process on an event file (no Docker)"),
     "local": ("local", "run the whole application on this machine: `twelvefactor local up`"),
     "threads": ("threads", "launch, list, show and answer threads over the REST API"),
+    "console": ("console", "threads in a browser: timeline, exact requests, approve, cancel, launch"),
     "demo": ("demo", "deploybot end to end on the local stack (what `make demo` runs)"),
 }
 

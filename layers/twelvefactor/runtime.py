@@ -49,6 +49,7 @@ from .core.channels import ChannelRef, EmailRef, NoReplyRef, Notification, Slack
 from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread
 from .core.ports import LanguageModel, Ports, PromptRenderer, utc_now
 from .core.state import ThreadStatus
+from .observability import TimedModel
 from .settings import (
     AgentSettings,
     EmailSettings,
@@ -100,6 +101,10 @@ class Reduced:
     status: ReduceStatus
     new_events: tuple[Event, ...]
     moves: int = 0  # how many times the reducer stepped (each move persisted on its own)
+    # Whose thread, and the thread as it stands after the reduction: what its metrics are read from.
+    agent: str = ""
+    events: tuple[Event, ...] = ()
+    llm_latencies_ms: tuple[float, ...] = ()  # each model call's, answered or not
 
 
 class Runtime:
@@ -416,14 +421,15 @@ class Runtime:
         meanwhile) is dropped and the loop goes on from the thread as it now stands.
         """
         moves: list[list[Event]] = []
+        model = TimedModel(self.llm)  # each call's latency, for the handler's metrics
         for _attempt in range(MAX_REDUCE_ATTEMPTS - 1):
             try:
-                return self._reduce_once(thread_id, moves)
+                return self._reduce_once(thread_id, moves, model)
             except ConcurrentAppend:
                 logger.info("thread moved on during a move; reloading", extra={"thread_id": thread_id})
-        return self._reduce_once(thread_id, moves)
+        return self._reduce_once(thread_id, moves, model)
 
-    def _reduce_once(self, thread_id: str, moves: list[list[Event]]) -> Reduced:
+    def _reduce_once(self, thread_id: str, moves: list[list[Event]], model: TimedModel) -> Reduced:
         meta, thread = self.store.load(thread_id)
         agent = self.registry.get(meta.agent)
         last_seq = thread.last_seq
@@ -433,12 +439,21 @@ class Runtime:
             last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
             moves.append(events)
 
-        finished = reducer.run_until_paused(agent, thread, self.ports, persist)
+        ports = Ports(llm=model, prompts=self.prompts, clock=self.clock)
+        finished = reducer.run_until_paused(agent, thread, ports, persist)
         status = _reduce_status(state.status(finished.events))
         new_events = tuple(event for move in moves for event in move)
         if status == "done" and any(isinstance(event, Done) for event in new_events):
             self._tell_done(meta, finished)
-        return Reduced(thread_id, status, new_events, moves=len(moves))
+        return Reduced(
+            thread_id,
+            status,
+            new_events,
+            moves=len(moves),
+            agent=meta.agent,
+            events=finished.events,
+            llm_latencies_ms=tuple(model.latencies_ms),
+        )
 
     def _tell_done(self, meta: ThreadMeta, thread: Thread) -> None:
         """Factor 11: the final message goes back on the channel the thread came from."""
@@ -464,7 +479,7 @@ class Runtime:
         meta, thread = self.store.load(thread_id)
         current = state.status(thread.events)
         if current.is_final:
-            return Reduced(thread_id, _reduce_status(current), ())
+            return Reduced(thread_id, _reduce_status(current), (), agent=meta.agent, events=thread.events)
         error_name = str(error.get("Error") or "unknown")
         cause = " ".join(str(error.get("Cause") or "").split())[:MAX_CAUSE_CHARS]
         data = EscalationData(
@@ -485,7 +500,7 @@ class Runtime:
         notification = notification_for(thread_id, thread.events)
         if notification is not None:
             self._deliver_quietly(meta, notification.model_copy(update={"callback_id": wait.callback_id}))
-        return Reduced(thread_id, "waiting", new_events)
+        return Reduced(thread_id, "waiting", new_events, agent=meta.agent, events=thread.events)
 
     def notify(self, thread_id: str, task_token: str) -> Notification | None:
         """The waitForTaskToken task: save the wait, tell the person, return at once."""

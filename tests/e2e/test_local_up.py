@@ -70,7 +70,15 @@ def test_local_up_prints_where_everything_is_serves_the_api_and_stops_on_sigterm
 ) -> None:
     # Given `twelvefactor local up` on free ports, with an OpenAI-compatible provider and a parameter
     process = start_local_up(
-        provider, "--port", "0", "--moto-port", "0", "--parameter", "AllowedEmailSenders=@ops.example.com"
+        provider,
+        "--port",
+        "0",
+        "--moto-port",
+        "0",
+        "--console-port",
+        "0",
+        "--parameter",
+        "AllowedEmailSenders=@ops.example.com",
     )
     try:
         banner = read_until(process, READY_LINE)
@@ -86,6 +94,11 @@ def test_local_up_prints_where_everything_is_serves_the_api_and_stops_on_sigterm
         assert "export IDEMPOTENCY_TABLE=" in banner and "export PAYLOAD_BUCKET=" in banner
         # ... and the API it names answers
         assert httpx.get(f"{api_url.group(1)}/threads").json() == []
+        # ... and so does the console it started, on loopback
+        console_url = re.search(r"Console \(threads in a browser\)\s+(http://127\.0\.0\.1:\d+)", banner)
+        assert console_url is not None, banner
+        page = httpx.get(console_url.group(1))
+        assert page.status_code == 200 and "No threads here" in page.text
     finally:
         # When it is told to stop
         process.send_signal(signal.SIGTERM)

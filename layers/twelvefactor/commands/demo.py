@@ -33,6 +33,7 @@ import boto3
 import httpx
 
 from twelvefactor import runtime
+from twelvefactor.commands.console import local_console
 from twelvefactor.commands.local import render_slack
 from twelvefactor.commands.threads import ApiError, SequencedEvent, ThreadsApi, event_line, format_arguments
 from twelvefactor.core import state
@@ -187,9 +188,13 @@ class Demo:
         )
         started = time.monotonic()
         # The handlers' own logs stay quiet: everything they do shows up as events and messages here.
-        with LocalStack(self.llm, log_level="ERROR", on_slack=self.slack_calls.put) as stack:
+        with (
+            LocalStack(self.llm, log_level="ERROR", on_slack=self.slack_calls.put) as stack,
+            local_console(stack.api_url, self.llm.output_mode) as console_url,
+        ):
             self.out.say(f"  ready in {time.monotonic() - started:.1f} s")
             self.out.say(f"  API gateway {stack.api_url}   moto server {stack.moto_url}")
+            self.out.say(f"  console {console_url}  (watch the thread there while the demo runs)")
             self.out.say(f"  LLM: {self.llm.description}")
             self.out.say("")
             api = ThreadsApi(stack.api_url)

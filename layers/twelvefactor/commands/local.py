@@ -18,9 +18,17 @@ import textwrap
 import threading
 from typing import Any
 
+from twelvefactor.commands.console import local_console
 from twelvefactor.local.embedded_llm import EmbeddedLlmError
 from twelvefactor.local.slack_standin import SlackCall
-from twelvefactor.local.stack import LocalStack, SentEmail, StackError, check_llm, open_llm
+from twelvefactor.local.stack import (
+    LocalStack,
+    SentEmail,
+    StackError,
+    check_llm,
+    ensure_port_free,
+    open_llm,
+)
 from twelvefactor.local.template import api_routes
 
 EXIT_FAILED = 1
@@ -51,6 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a template parameter, like sam deploy's --parameter-overrides (repeatable), e.g. "
         "AllowedEmailSenders=@ops.example.com for the email samples",
     )
+    up.add_argument("--console-port", type=int, default=8080, help="the thread console's port (0: any)")
     up.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     up.set_defaults(run=run)
 
@@ -72,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
+    ensure_port_free(args.console_port, "the console")
     with open_llm(args.llm, port=args.llm_port, say=lambda text: print(text, flush=True)) as llm:
         if llm.kind == "provider":
             check_llm(llm)
@@ -86,8 +96,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
             parameters=dict(args.parameter),
             on_slack=lambda call: print(render_slack(call), flush=True),
         )
-        with stack:
-            print(banner(stack), flush=True)
+        with stack, local_console(stack.api_url, stack.llm.output_mode, args.console_port) as console_url:
+            print(banner(stack, console_url), flush=True)
             shown = 0
             try:
                 while not stop.wait(_EMAIL_POLL_SECONDS):
@@ -109,7 +119,7 @@ def _parameter(text: str) -> tuple[str, str]:
     return name, value
 
 
-def banner(stack: LocalStack) -> str:
+def banner(stack: LocalStack, console_url: str) -> str:
     routes = "\n".join(f"      {route.method:<6} {route.path}" for route in api_routes(stack.template))
     exports = "\n".join(
         f"  export {name}={shlex.quote(value)}" for name, value in stack.client_environment().items()
@@ -119,6 +129,7 @@ def banner(stack: LocalStack) -> str:
     return f"""
 twelvefactor local stack is up. Ctrl-C stops it.
 
+  Console (threads in a browser)        {console_url}
   API gateway (template.yaml's routes)  {api}
 {routes}
   local AWS (moto server)               {stack.moto_url}

@@ -68,13 +68,20 @@ def run_render(args: argparse.Namespace) -> int:
         agent = _agent(args.agent, settings)
         thread = _thread(args.thread, agent)
         prompts_dir: Path = args.prompts_dir or agents.default_prompts_dir(settings)
-        messages = _messages(JinjaPrompts(prompts_dir), agent, thread)
+        mode: OutputMode = args.mode or LlmSettings().output_mode
+        request = render_request(agent, thread, prompts_dir, mode)
     except UnusableInput as error:
         print(f"twelvefactor prompt render: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
-    mode: OutputMode = args.mode or LlmSettings().output_mode
-    print(format_request(messages, mode, agent.intents), end="")
+    print(request, end="")
     return 0
+
+
+def render_request(agent: Agent, thread: Thread, prompts_dir: Path, mode: OutputMode) -> str:
+    """The exact request the model gets for the next decision on ``thread``, as text: what this
+    command prints and what the console shows for a model decision (UnusableInput if it cannot)."""
+    messages = _messages(JinjaPrompts(prompts_dir), agent, thread)
+    return format_request(messages, mode, agent.intents)
 
 
 def format_request(messages: list[ChatMessage], mode: OutputMode, intents: IntentSet) -> str:

@@ -75,9 +75,10 @@ class SequencedEvent:
 class ThreadsApi:
     """The REST API's thread routes, over plain HTTP."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, auth: httpx.Auth | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout)
+        # `auth` signs requests to a deployed API (the console's SigV4); the local stack needs none.
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, auth=auth)
 
     def close(self) -> None:
         self._client.close()
@@ -132,6 +133,10 @@ class ThreadsApi:
 
     def respond(self, thread_id: str, reply: dict[str, Any]) -> str:
         status: str = self._call("POST", _path("threads", thread_id, "responses"), json=reply)["status"]
+        return status
+
+    def cancel(self, thread_id: str) -> str:
+        status: str = self._call("DELETE", f"/threads/{thread_id}")["status"]
         return status
 
     def _sequenced(self, raw: dict[str, Any]) -> SequencedEvent:
