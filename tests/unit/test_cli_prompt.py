@@ -66,7 +66,9 @@ def rejected_deploy_thread() -> Thread:
             ToolResult(
                 at=T0 + timedelta(seconds=1),
                 data=ToolResultData(
-                    call_id="call-1", intent="list_git_tags", result={"tags": [{"name": "v1.2.3"}, {"name": "v1.2.2"}]}
+                    call_id="call-1",
+                    intent="list_git_tags",
+                    result={"tags": [{"name": "v1.2.3"}, {"name": "v1.2.2"}]},
                 ),
             ),
             ToolCall(at=T0, data=ToolCallData(call_id="call-3", intent="deploy_backend", arguments=deploy)),
@@ -258,3 +260,44 @@ def test_a_template_using_an_undefined_name_is_reported(
     assert exit_code == 2
     assert "UndefinedError" in captured.err
     assert "task_token" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("mode", "says", "never_says"),
+    [
+        ("tools", "calling exactly one of the functions", ("JSON object", '"intent"')),
+        ("json_schema", 'JSON object whose "step" holds the step', ()),
+        ("json_object", 'JSON object: the step\'s name in "intent"', ('"step"',)),
+    ],
+)
+def test_the_prompt_words_the_answer_for_the_output_mode(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+    says: str,
+    never_says: tuple[str, ...],
+) -> None:
+    # Given a thread, rendered for each output mode (as the reducer's prompt would be)
+    path = write_thread(tmp_path, rejected_deploy_thread())
+
+    # When the prompt is rendered in that mode
+    main(["prompt", "render", "deploybot", "--thread", str(path), "--mode", mode])
+
+    # Then the system prompt tells the model to answer the way that mode's request asks for
+    system = sections(capsys.readouterr().out)["system"]
+    assert says in system
+    assert not any(words in system for words in never_says)
+
+
+def test_the_runtime_words_the_prompt_for_its_configured_output_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twelvefactor import runtime
+
+    # Given a runtime configured for tools mode
+    monkeypatch.setenv("LLM_OUTPUT_MODE", "tools")
+    runtime.reset()
+    try:
+        # Then its prompt renderer words the answer as a function call
+        prompts = runtime.current().prompts
+        assert isinstance(prompts, JinjaPrompts) and prompts.output_mode == "tools"
+    finally:
+        runtime.reset()

@@ -282,7 +282,9 @@ def test_a_staging_deploy_runs_without_approval(service_url: str) -> None:
     assert thread.events[-1] == Done(
         id=thread.events[-1].id,
         at=thread.events[-1].at,
-        data=DoneData(message="Deployed frontend v1.2.2 to staging (deployment dep-0001)."),
+        data=DoneData(
+            message="Deployed frontend v1.2.2 to staging (deployment dep-0001).", origin="completion"
+        ),
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 import agents
+from twelvefactor.adapters.llm import OpenAIModel
 from twelvefactor.cli import main
 from twelvefactor.core import replies, state
 from twelvefactor.core.agent import Agent
@@ -26,22 +27,24 @@ from twelvefactor.core.events import Thread, UserMessage, dump_event, dump_threa
 from twelvefactor.core.ports import ChatMessage, ModelReply, Ports
 from twelvefactor.core.prompts import JinjaPrompts
 from twelvefactor.core.reducer import run_until_paused
+from twelvefactor.core.tools import DoneForNow
 from twelvefactor.evals.cases import (
     Case,
     CaseError,
     FieldCheck,
+    Judge,
     load_case,
     load_cases,
     validate_for,
     why_model_not_asked,
 )
 from twelvefactor.evals.replay import cases_from_thread
-from twelvefactor.evals.scoring import JUDGE_SYSTEM, ask_judge, check_field, lookup, meeting
+from twelvefactor.evals.scoring import JUDGE_SYSTEM, ask_judge, check_field, judge_messages, lookup, meeting
 from twelvefactor.local.fake_openai import Answer, FakeOpenAI, HttpError
 from twelvefactor.local.fake_services import run_fake_services
 from twelvefactor.local.loopback import send_json
 from twelvefactor.local.scripted import ScriptedModel
-from twelvefactor.settings import AgentSettings
+from twelvefactor.settings import AgentSettings, OutputMode
 
 REPO = Path(__file__).resolve().parents[2]
 EVALS = REPO / "evals"
@@ -168,6 +171,30 @@ def test_the_judge_is_asked_for_a_structured_yes_or_no() -> None:
     assert ask_judge(judge, messages).failures == ("judge: no (it never names the frontend)",)
     assert ask_judge(judge, messages).failures == ("judge: unreadable verdict 'Yes!'",)
     assert ask_judge(judge, messages).failures == ("judge: could not ask the model (down)",)
+
+
+@pytest.mark.parametrize(
+    ("mode", "answer", "passes"),
+    [
+        ("json_schema", {"step": {"intent": "verdict", "verdict": "yes", "reason": None}}, True),
+        ("json_schema", {"intent": "verdict", "verdict": "yes"}, False),
+        ("json_object", {"intent": "verdict", "verdict": "yes"}, True),
+    ],
+)
+def test_the_judge_answers_in_the_output_mode_and_its_prompt_does_not_contradict_it(
+    mode: OutputMode, answer: dict[str, Any], passes: bool
+) -> None:
+    # Given a judge behind the real adapter in this output mode
+    messages = judge_messages(Judge(rubric="Names the frontend."), DoneForNow(message="frontend"), "<x/>")
+    with FakeOpenAI([json.dumps(answer)]) as server:
+        model = OpenAIModel(model="judge", output_mode=mode, base_url=server.base_url, max_retries=0)
+        outcome = ask_judge(model, messages)
+        model.close()
+
+    # Then the verdict counts only in the shape the mode asks for (a bare verdict is not a strict
+    # answer), and the judge's prompt names no other shape for it to follow
+    assert (outcome.failures == ()) is passes
+    assert "JSON" not in messages[0]["content"]
 
 
 # --- case files ----------------------------------------------------------------------------------
@@ -463,7 +490,9 @@ def test_json_results_and_compare_show_what_a_change_improved_or_broke(
 
     # When a later run fixes those three but breaks another, and is compared with the first
     after = tmp_path / "after.json"
-    with FakeOpenAI(responder=CaseResponder(deploybot, prompts, {"repeated_lookup_moves_on": ["Sure!"]})) as server:
+    with FakeOpenAI(
+        responder=CaseResponder(deploybot, prompts, {"repeated_lookup_moves_on": ["Sure!"]})
+    ) as server:
         llm_env.setenv("OPENAI_BASE_URL", server.base_url)
         code = main(["eval", "deploybot", "--json", str(after), "--compare", str(before)])
 
@@ -819,3 +848,27 @@ def test_the_suite_runs_against_the_embedded_smollm2_model(
     assert all(case["runs"] == 1 for case in results["suites"][0]["cases"])
     assert "deploybot:" in out and "of runs passed" in out
     assert code in (0, 1)
+
+
+def test_a_suite_can_set_its_bar_per_model(
+    llm_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a suite whose bar is 100%, but 0% for one named model, and a model that always misses
+    (tmp_path / "deploybot").mkdir()
+    (tmp_path / "deploybot" / "first.yaml").write_text(
+        "thread: [{user_message: Deploy the backend.}]\nexpect: {intent: list_git_tags}\n"
+    )
+    (tmp_path / "deploybot" / "config.yaml").write_text("threshold: 1.0\nthresholds: {small-model: 0.0}\n")
+    wrong = json.dumps({"step": {"intent": "done_for_now", "message": "no"}})
+    with FakeOpenAI([wrong, wrong]) as server:
+        llm_env.setenv("OPENAI_BASE_URL", server.base_url)
+
+        # When the suite runs against another model, then against the named one
+        general = main(["eval", "deploybot", "--evals-dir", str(tmp_path)])
+        named = main(["eval", "deploybot", "--evals-dir", str(tmp_path), "--model", "small-model"])
+
+    # Then each run is held to its own model's bar
+    out = capsys.readouterr().out
+    assert (general, named) == (1, 0)
+    assert "0% of runs passed (threshold 100%) FAIL" in out
+    assert "0% of runs passed (threshold 0%) PASS" in out

@@ -156,7 +156,8 @@ def _complete(agent: Agent, thread: Thread, ports: Ports) -> Done:
     tool = agent.tool(call.data.intent)
     assert tool is not None and tool.completes is not None
     validated = tool.model.model_validate({"intent": tool.name, **call.data.arguments})
-    return Done(at=ports.clock(), data=DoneData(message=tool.completes(validated, result.data.result)))
+    message = tool.completes(validated, result.data.result)
+    return Done(at=ports.clock(), data=DoneData(message=message, origin="completion"))
 
 
 def _act_on(agent: Agent, thread: Thread, intent: Intent, reply: ModelReply, ports: Ports) -> list[Event]:
