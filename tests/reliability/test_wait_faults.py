@@ -25,10 +25,12 @@ pytestmark = [pytest.mark.scenario("Wait faults"), pytest.mark.integration]
 
 DEPLOY_PRODUCTION = intent("deploy_backend", tag="v1.2.3", environment="production")
 DONE = intent("done_for_now", message="Deployed v1.2.3 to production.")
+# deploybot deploys only once the tags are in the thread.
+LIST_TAGS = intent("list_git_tags")
 
 
 def _waiting_for_approval(stack: Stack, *after: str) -> str:
-    stack.script(DEPLOY_PRODUCTION, *after)
+    stack.script(LIST_TAGS, DEPLOY_PRODUCTION, *after)
     launched = stack.api(api_event("api-launch"))
     assert launched.status == 202, launched.body
     thread_id = str(launched.body["thread_id"])

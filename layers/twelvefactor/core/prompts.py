@@ -22,6 +22,7 @@ from .ports import ChatMessage
 from .tools import Intent
 
 MESSAGE_BLOCKS = ("system", "user")
+MAX_ENUM_SHOWN = 12
 # How to answer, worded for the output mode the adapter uses (`LLM_OUTPUT_MODE`): in tools mode the
 # model calls a function; in json_schema mode its answer is wrapped as {"step": ...}.
 ANSWER_FORMATS = {
@@ -110,7 +111,12 @@ def signature(name: str, definition: dict[str, Any]) -> str:
 
 def _type_of(spec: dict[str, Any]) -> str:
     if "enum" in spec:
-        return "|".join(str(value) for value in spec["enum"])
+        values = [str(value) for value in spec["enum"]]
+        # A grounded field may allow thousands of values (every tag listed): the schema carries them
+        # all, the prompt's one-line signature only the first few, so it stays within its budget.
+        if len(values) > MAX_ENUM_SHOWN:
+            return "|".join(values[:MAX_ENUM_SHOWN]) + f"|… ({len(values)} values)"
+        return "|".join(values)
     if "const" in spec:
         return str(spec["const"])
     if "anyOf" in spec:
