@@ -461,3 +461,33 @@ def test_a_policy_naming_what_the_agent_lacks_fails_when_the_agent_is_built() ->
     for tool in wrong:
         with pytest.raises(ValueError, match="deploy_backend: "):
             Agent(name=AGENT_NAME, tools=(lookup, tool))
+
+
+# --- temperature -----------------------------------------------------------------------------------
+
+
+def test_the_temperature_is_a_setting_sent_with_every_request_and_zero_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from twelvefactor.adapters.llm import model_from_settings
+    from twelvefactor.local.stack import LlmEndpoint, LocalStack
+    from twelvefactor.settings import LlmSettings
+
+    monkeypatch.delenv("LLM_TEMPERATURE", raising=False)
+    answer = json.dumps({"step": {"intent": "done_for_now", "message": "ok"}})
+    sent = []
+    for configured in (None, "0.7"):
+        if configured is not None:
+            monkeypatch.setenv("LLM_TEMPERATURE", configured)
+        with FakeOpenAI([answer]) as server:
+            model = model_from_settings(LlmSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="k"))
+            model.decide(
+                [{"role": "user", "content": "hi"}], control.offer(Shipper().agent, launched()).intents
+            )
+            model.close()
+            sent.append(server.requests[0]["temperature"])
+    # Then the default is greedy decoding, and the setting is honoured
+    assert sent == [0.0, 0.7]
+    # And the local stack pins the embedded model's temperature, whatever the shell says
+    stack = LocalStack(LlmEndpoint("http://127.0.0.1:9/v1", "m", kind="embedded", temperature=0.0))
+    assert stack._own_environment("http://127.0.0.1:9")["LLM_TEMPERATURE"] == "0.0"
