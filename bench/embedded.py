@@ -49,7 +49,7 @@ through `twelvefactor.adapters.llm.OpenAIModel` in `json_object` mode (llama.cpp
 intents' schema into a grammar) with deploybot's real prompt, at the three decisions of a turn
 (after the request, after the tags, after the deploy), {repeats} times each, one at a time. *Tokens/s*
 is completion tokens over the decision's wall time (prompt evaluation included); *valid* counts
-answers our intents' models accept.
+answers the reducer would accept (`Offer.check`: offered, valid, within grounded enums).
 
 Then whole deploybot tasks run through the real reducer (`run_until_paused`) against the fake
 deployment service at temperature 0, approvals given automatically: *after* is deploybot as shipped
@@ -186,10 +186,9 @@ def _threads() -> list[Any]:
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
-    from pydantic import ValidationError
-
     from agents import build_registry, default_prompts_dir
     from twelvefactor.adapters.llm import OpenAIModel
+    from twelvefactor.core import control
     from twelvefactor.core.prompts import JinjaPrompts
     from twelvefactor.local.embedded_llm import MODEL_ALIAS, embedded_llm
 
@@ -211,13 +210,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         )
         for _ in range(spec["repeats"]):
             for thread in _threads():
-                messages = prompts.render(agent, thread)
+                # What the reducer would send and accept at this point of the thread.
+                offer = control.offer(agent, thread)
+                messages = prompts.render(agent, thread, offer)
                 asked = time.perf_counter()
-                reply = model.decide(messages, agent.intents)
+                reply = model.decide(messages, offer.intents)
                 seconds = time.perf_counter() - asked
                 try:
-                    name = agent.intents.validate_json(reply.content).intent
-                except ValidationError:
+                    name = offer.check(reply.content).intent
+                except control.InvalidAnswer:
                     name = "(invalid)"
                 intents[name] = intents.get(name, 0) + 1
                 usage = reply.usage

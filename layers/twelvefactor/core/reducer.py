@@ -139,7 +139,7 @@ def completing_call(agent: Agent, thread: Thread) -> ToolCall | None:
     tool = agent.tool(last.data.intent)
     if tool is None or tool.completes is None:
         return None
-    return next(
+    call = next(
         (
             event
             for event in reversed(thread.events)
@@ -147,6 +147,8 @@ def completing_call(agent: Agent, thread: Thread) -> ToolCall | None:
         ),
         None,
     )
+    # Only a call the model chose completes its turn: a prefetched one is context for the first decision.
+    return call if call is not None and call.data.origin == "model" else None
 
 
 def _complete(agent: Agent, thread: Thread, ports: Ports) -> Done:
