@@ -64,6 +64,8 @@ class JinjaPrompts:
             "intents": _listed(agent.intents.by_name, schema),
             "offered": _listed(offered.intents.by_name, offered.intents.json_schema()),
             "answer_format": ANSWER_FORMATS[self.output_mode],
+            # For wording a template varies by mode (e.g. no JSON examples when the answer is a call).
+            "output_mode": self.output_mode,
             "tools_schema": json.dumps(schema, indent=2, sort_keys=True),
         }
 
