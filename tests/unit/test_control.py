@@ -491,3 +491,29 @@ def test_the_temperature_is_a_setting_sent_with_every_request_and_zero_unless_se
     # And the local stack pins the embedded model's temperature, whatever the shell says
     stack = LocalStack(LlmEndpoint("http://127.0.0.1:9/v1", "m", kind="embedded", temperature=0.0))
     assert stack._own_environment("http://127.0.0.1:9")["LLM_TEMPERATURE"] == "0.0"
+
+
+def test_only_a_call_the_model_chose_completes_the_turn() -> None:
+    from twelvefactor.core.events import ToolCall, ToolCallData, ToolResultData
+    from twelvefactor.core.reducer import Move, next_move
+
+    # Given a tool that completes, whose result came from a prefetched call (context for the first
+    # decision), and the same result from a call the model chose
+    service = DeployService()
+    agent = Agent(
+        name=AGENT_NAME,
+        tools=(Tool(ListGitTags, service.list_git_tags, read_only=True, completes=lambda _c, _r: "Listed."),),
+    )
+    clock = StepClock()
+    for origin, move in (("prefetch", Move.ASK_MODEL), ("model", Move.COMPLETE)):
+        call = ToolCallData(call_id="call-1", intent="list_git_tags", arguments={}, origin=origin)
+        thread = launched().extended(
+            [
+                ToolCall(at=clock(), data=call),
+                ToolResult(
+                    at=clock(), data=ToolResultData(call_id="call-1", intent="list_git_tags", result={})
+                ),
+            ]
+        )
+        # Then only the model's call ends the turn in code
+        assert next_move(agent, thread) is move
