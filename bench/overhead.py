@@ -18,7 +18,8 @@ def measure(h: Harness) -> Figure:
         2,
         "Framework overhead per step",
         f"""
-Each side runs deploybot turns (5 steps each: 3 model calls, 2 tool calls) against the same moto
+Each side runs deploybot turns (5 steps each: 2 tool calls and 3 model calls on the peer's side; on
+ours 2 model calls and the step where code writes the done message) against the same moto
 server, fake deployment service and scripted fake LLM, {threads} threads x {turns} turns per round,
 {rounds} rounds, the sides alternating (after one warm-up turn per process). A turn on our side
 is what the Api and Reducer functions do for it (`Runtime.launch`/`follow_up`, then

@@ -6,6 +6,8 @@ A turn is what a person asks and the five steps deploybot takes for it:
       1 model: list_git_tags   2 tool: GET /tags   3 model: deploy_backend(v1.2.3, staging)
       4 tool: POST /deploys    5 model: done ("Deployed ...")
 
+On our side step 5 is code's: the deploy tool's `completes` writes the done message (no model call).
+
 A step is one model call or one tool execution: one `twelvefactor.core.reducer.step` on our side,
 one LangGraph super-step (the `agent` or the `tools` node) on the peer's. Staging needs no
 approval, so a turn runs to the end without a person; threads of 10, 50 and 200 steps are 2, 10

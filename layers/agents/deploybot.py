@@ -16,7 +16,7 @@ from pydantic import Field, StringConstraints
 
 from twelvefactor.core.agent import Agent
 from twelvefactor.core.events import JsonValue
-from twelvefactor.core.tools import Executor, Intent, Tool, ToolContext
+from twelvefactor.core.tools import Executor, Grounded, Intent, Tool, ToolContext
 from twelvefactor.settings import AgentSettings
 
 from ._service import ServiceClient
@@ -60,6 +60,22 @@ def is_production(call: DeployBackend | DeployFrontend) -> bool:
     return call.environment == "production"
 
 
+# Control flow as policy (twelvefactor.core.control): a deploy is offered only once the tags are in
+# the thread, its tag only as list_git_tags returned it, and a successful deploy ends the turn with
+# a message code writes from the service's answer. The tags stay current until a person speaks or
+# a deploy ran, so the model is not offered the same lookup twice in between.
+TAG_FROM_LOOKUP = Grounded(source="list_git_tags", path="tags.name")
+
+
+def deployed(call: DeployBackend | DeployFrontend, result: JsonValue) -> str:
+    """The done message of a successful deploy, written by code from the approved call (the model's
+    summaries were unreliable) and the deployment id the service returned."""
+    service = call.intent.removeprefix("deploy_")
+    deployment = result.get("deployment_id") if isinstance(result, dict) else None
+    where = f" (deployment {deployment})" if isinstance(deployment, str) else ""
+    return f"Deployed {service} {call.tag} to {call.environment}{where}."
+
+
 def build_deploybot(settings: AgentSettings) -> Agent:
     service = ServiceClient("deployment service", settings.deploy_service_url, settings.tool_timeout_seconds)
 
@@ -78,8 +94,22 @@ def build_deploybot(settings: AgentSettings) -> Agent:
         description=DESCRIPTION,
         tools=(
             Tool(ListGitTags, list_git_tags, read_only=True),
-            Tool(DeployBackend, deploy("backend"), requires_approval=is_production),
-            Tool(DeployFrontend, deploy("frontend"), requires_approval=is_production),
+            Tool(
+                DeployBackend,
+                deploy("backend"),
+                requires_approval=is_production,
+                requires=("list_git_tags",),
+                grounded={"tag": TAG_FROM_LOOKUP},
+                completes=deployed,
+            ),
+            Tool(
+                DeployFrontend,
+                deploy("frontend"),
+                requires_approval=is_production,
+                requires=("list_git_tags",),
+                grounded={"tag": TAG_FROM_LOOKUP},
+                completes=deployed,
+            ),
         ),
         max_steps=10,
     )

@@ -1,8 +1,14 @@
-"""payments, a second small agent after the seed's ``create_payment_link`` example.
+"""payments, a second small agent after the seed's ``create_payment_link`` example::
 
-The customer list is pre-fetched (factor 13): before the model is first asked, the reducer runs
-``list_customers`` and puts the result in the thread, so the model picks a real customer id
-instead of spending a step (or guessing). Links above a threshold wait for a person's approval.
+    create_payment_link(amount, customer="cust_128934ddasf9", product="prod_8675309",
+                        price="prc_09874329fds", quantity=1, memo="Hey Jeff - ...")
+
+Those ids must come from lookups, never from the model's imagination, so they are grounded fields
+(`twelvefactor.core.control`): the schema sent offers exactly the ids ``list_customers``,
+``list_products`` and ``list_prices`` returned, and anything else is refused before the executor
+runs. The customer list is pre-fetched (factor 13); the products and prices are lookups the model
+makes, each offered until answered (the loop guard). Links above a threshold wait for a person's
+approval, and a created link ends the turn with its url in a message code writes.
 """
 
 from __future__ import annotations
@@ -14,18 +20,20 @@ from pydantic import Field, StringConstraints
 
 from twelvefactor.core.agent import Agent
 from twelvefactor.core.events import JsonValue, Thread
-from twelvefactor.core.tools import Intent, Tool, ToolContext
+from twelvefactor.core.tools import Executor, Grounded, Intent, Tool, ToolContext
 from twelvefactor.settings import AgentSettings
 
 from ._service import ServiceClient
 
 NAME = "payments"
-DESCRIPTION = "a billing assistant that creates payment links for known customers."
+DESCRIPTION = "a billing assistant that creates payment links for known customers, products and prices."
 # In minor units of the link's currency; anything above needs a person's approval.
 APPROVAL_THRESHOLD_CENTS = 10_000
 MAX_AMOUNT_CENTS = 10_000_000
+MAX_QUANTITY = 100
 
-CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# Ids only: nothing the service could read as a path or a second argument.
+ObjectId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class ListCustomers(Intent):
@@ -34,18 +42,30 @@ class ListCustomers(Intent):
     intent: Literal["list_customers"] = "list_customers"
 
 
+class ListProducts(Intent):
+    """List the products on sale, with their ids."""
+
+    intent: Literal["list_products"] = "list_products"
+
+
+class ListPrices(Intent):
+    """List the prices (each of one product, with its amount in cents), with their ids."""
+
+    intent: Literal["list_prices"] = "list_prices"
+
+
 class CreatePaymentLink(Intent):
-    """Create a payment link that asks one customer to pay an amount."""
+    """Create a payment link asking one customer to pay for a quantity of one product at one price."""
 
     intent: Literal["create_payment_link"] = "create_payment_link"
-    customer_id: CustomerId = Field(description="The customer's id, exactly as list_customers returned it")
+    customer: ObjectId = Field(description="The customer's id, exactly as list_customers returned it")
+    product: ObjectId = Field(description="The product's id, exactly as list_products returned it")
+    price: ObjectId = Field(description="The id of one of the product's prices, as list_prices returned it")
+    quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY, description="How many, usually 1")
     amount_cents: int = Field(
-        gt=0, le=MAX_AMOUNT_CENTS, description="The amount in cents (minor units), e.g. 75000 for 750.00"
+        gt=0, le=MAX_AMOUNT_CENTS, description="The total in cents: the price's unit_amount times quantity"
     )
-    currency: Literal["usd", "eur", "gbp"] = Field(description="The currency, lower case")
-    description: str = Field(
-        min_length=1, max_length=200, description="What the payment is for, as the customer will see it"
-    )
+    memo: str = Field(min_length=1, max_length=500, description="A note to the customer about the payment")
 
 
 def needs_approval(call: CreatePaymentLink) -> bool:
@@ -57,11 +77,22 @@ def prefetch_customers(_thread: Thread) -> Sequence[Intent]:
     return [ListCustomers()]
 
 
+def link_created(call: CreatePaymentLink, result: JsonValue) -> str:
+    """The done message, with the link the service returned (the model's summaries dropped it)."""
+    url = result.get("url") if isinstance(result, dict) else None
+    amount = f"{call.amount_cents / 100:,.2f}"
+    where = f": {url}" if isinstance(url, str) else "."
+    return f"Created a payment link for {call.customer} ({call.quantity} x {call.product}, {amount}){where}"
+
+
 def build_payments(settings: AgentSettings) -> Agent:
     service = ServiceClient("payments service", settings.payments_service_url, settings.tool_timeout_seconds)
 
-    def list_customers(_call: ListCustomers, _ctx: ToolContext) -> JsonValue:
-        return service.get("/customers")
+    def lookup(path: str) -> Executor:
+        def execute(_call: Intent, _ctx: ToolContext) -> JsonValue:
+            return service.get(path)
+
+        return execute
 
     def create_payment_link(call: CreatePaymentLink, ctx: ToolContext) -> JsonValue:
         body = call.model_dump(mode="json", exclude={"intent"})
@@ -71,8 +102,20 @@ def build_payments(settings: AgentSettings) -> Agent:
         name=NAME,
         description=DESCRIPTION,
         tools=(
-            Tool(ListCustomers, list_customers, read_only=True),
-            Tool(CreatePaymentLink, create_payment_link, requires_approval=needs_approval),
+            Tool(ListCustomers, lookup("/customers"), read_only=True),
+            Tool(ListProducts, lookup("/products"), read_only=True),
+            Tool(ListPrices, lookup("/prices"), read_only=True),
+            Tool(
+                CreatePaymentLink,
+                create_payment_link,
+                requires_approval=needs_approval,
+                grounded={
+                    "customer": Grounded(source="list_customers", path="customers.id"),
+                    "product": Grounded(source="list_products", path="products.id"),
+                    "price": Grounded(source="list_prices", path="prices.id"),
+                },
+                completes=link_created,
+            ),
         ),
         prefetch=prefetch_customers,
         max_steps=8,

@@ -230,7 +230,11 @@ class Runtime:
 
         from .core.prompts import JinjaPrompts
 
-        return JinjaPrompts(agents.default_prompts_dir(self.settings(AgentSettings)))
+        # The prompt words the answer for the output mode the adapter uses.
+        return JinjaPrompts(
+            agents.default_prompts_dir(self.settings(AgentSettings)),
+            output_mode=self.settings(LlmSettings).output_mode,
+        )
 
     @cached_property
     def llm(self) -> LanguageModel:

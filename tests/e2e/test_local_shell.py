@@ -41,7 +41,11 @@ def stack(fake_llm: FakeOpenAI) -> Iterator[LocalStack]:
 
 
 def exports(stack: LocalStack) -> list[str]:
-    return [line.strip() for line in banner(stack, "http://127.0.0.1:0/").splitlines() if line.strip().startswith("export ")]
+    return [
+        line.strip()
+        for line in banner(stack, "http://127.0.0.1:0/").splitlines()
+        if line.strip().startswith("export ")
+    ]
 
 
 def invoke_from_banner(stack: LocalStack, logical_id: str, event: str) -> tuple[int, Any, str]:

@@ -54,13 +54,16 @@ pytestmark = pytest.mark.e2e
 NEWEST_TAG = "v1.2.3"  # the fake deployment service's newest tag
 
 
-def deploy_script(scripts: ConversationScripts, text: str, done: str) -> str:
-    """deploybot's happy path for one conversation: list tags, deploy to production, report."""
+# What code writes when the deploy succeeded (deploybot's tools complete the turn themselves).
+DEPLOYED = f"Deployed backend {NEWEST_TAG} to production (deployment dep-"
+
+
+def deploy_script(scripts: ConversationScripts, text: str) -> str:
+    """deploybot's happy path for one conversation: list tags, deploy to production (code reports)."""
     return scripts.add(
         opening(text),
         intent("list_git_tags"),
         intent("deploy_backend", tag=NEWEST_TAG, environment="production"),
-        intent("done_for_now", message=done),
     )
 
 
@@ -99,7 +102,7 @@ def test_a_signed_slack_mention_pauses_for_approval_and_a_slack_click_finishes_t
     stack: LocalStack, scripts: ConversationScripts
 ) -> None:
     # Given deploybot's model will list tags, ask to deploy the newest to production, then report
-    text = deploy_script(scripts, "Can you deploy the backend?", "Deployed backend v1.2.3 to production.")
+    text = deploy_script(scripts, "Can you deploy the backend?")
     deploys_before = len(deploys(stack))
 
     # When a person mentions the app in Slack (a correctly signed app_mention through the gateway)
@@ -157,7 +160,7 @@ def test_a_signed_slack_mention_pauses_for_approval_and_a_slack_click_finishes_t
         for call in updates
     )
     final = poll_until(lambda: slack_thread_messages(stack, thread_ts), lambda calls: len(calls) == 2)[1]
-    assert final.arguments["text"] == "Deployed backend v1.2.3 to production."
+    assert final.arguments["text"].startswith(DEPLOYED)
     assert scripts.remaining(text) == 0
 
 
@@ -165,7 +168,7 @@ def test_a_slack_request_with_a_forged_signature_is_refused_and_changes_nothing(
     stack: LocalStack, scripts: ConversationScripts, fake_llm: FakeOpenAI
 ) -> None:
     # Given a conversation the model would happily run
-    text = deploy_script(scripts, "Deploy the backend now", "Deployed.")
+    text = deploy_script(scripts, "Deploy the backend now")
     table = stack.physical_name("ThreadsTable")
     items_before = aws(stack, "dynamodb").scan(TableName=table, Select="COUNT")["Count"]
     model_calls_before = len(fake_llm.requests)
@@ -179,7 +182,7 @@ def test_a_slack_request_with_a_forged_signature_is_refused_and_changes_nothing(
     assert aws(stack, "dynamodb").scan(TableName=table, Select="COUNT")["Count"] == items_before
     assert linked_thread(stack, thread_ts) is None
     assert len(fake_llm.requests) == model_calls_before
-    assert scripts.remaining(text) == 3
+    assert scripts.remaining(text) == 2
 
 
 # --- launched and approved through the REST API --------------------------------------------------------
@@ -195,7 +198,7 @@ def test_a_thread_launched_through_the_api_pauses_and_an_api_approval_finishes_i
     stack: LocalStack, scripts: ConversationScripts
 ) -> None:
     # Given a conversation that will ask to deploy to production
-    text = deploy_script(scripts, "Please ship the backend", "Shipped backend v1.2.3 to production.")
+    text = deploy_script(scripts, "Please ship the backend")
     deploys_before = len(deploys(stack))
 
     # When it is launched with POST /threads
@@ -231,7 +234,7 @@ def test_a_thread_launched_through_the_api_pauses_and_an_api_approval_finishes_i
     assert [d["tag"] for d in deploys(stack)[deploys_before:]] == [NEWEST_TAG]
     events = httpx.get(f"{stack.api_url}/threads/{thread_id}/events", params={"after": 6}).json()["events"]
     assert [(event["seq"], event["type"]) for event in events] == [(7, "done")]
-    assert events[0]["data"]["message"] == "Shipped backend v1.2.3 to production."
+    assert events[0]["data"]["message"].startswith(DEPLOYED)
 
 
 def test_a_rejection_through_the_api_reaches_the_model_and_nothing_is_deployed(
@@ -271,7 +274,7 @@ def test_an_answer_the_thread_is_not_waiting_for_is_refused_with_409_and_changes
     stack: LocalStack, scripts: ConversationScripts
 ) -> None:
     # Given a thread paused for an approval
-    text = deploy_script(scripts, "Roll out the backend", "Rolled out.")
+    text = deploy_script(scripts, "Roll out the backend")
     thread_id = launch(stack, text)
     wait_for_status(stack, thread_id, "awaiting_approval")
     stored = stored_event_types(stack, thread_id)
@@ -294,7 +297,7 @@ def test_the_threads_cli_launches_follows_and_approves_over_http(
     stack: LocalStack, scripts: ConversationScripts, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a conversation that will need an approval
-    text = deploy_script(scripts, "Deploy the backend from the CLI", "Deployed from the CLI.")
+    text = deploy_script(scripts, "Deploy the backend from the CLI")
     api = ["threads", "--api-url", stack.api_url]
 
     # When it is launched with --follow
@@ -313,7 +316,7 @@ def test_the_threads_cli_launches_follows_and_approves_over_http(
     assert cli.main([*api, "show", thread_id]) == 0
     shown = capsys.readouterr().out
     assert f"thread {thread_id} (deploybot, none): done" in shown
-    assert "done: Deployed from the CLI." in shown
+    assert f"done: {DEPLOYED}" in shown
 
     # When the same approval is sent again, Then the API's refusal is shown and the exit code is 1
     assert cli.main([*api, "respond", thread_id, "--approve"]) == 1
@@ -370,7 +373,7 @@ def test_a_thread_with_an_email_channel_asks_and_reports_by_ses(
     stack: LocalStack, scripts: ConversationScripts
 ) -> None:
     # Given a thread whose replies go to an email conversation
-    text = deploy_script(scripts, "Deploy the backend, reply by mail", "Deployed by request from email.")
+    text = deploy_script(scripts, "Deploy the backend, reply by mail")
     address = f"ops-{text[-9:-1]}@example.com"
     channel = {
         "kind": "email",
@@ -394,7 +397,7 @@ def test_a_thread_with_an_email_channel_asks_and_reports_by_ses(
     # When it is approved, the final message goes out by SES too
     httpx.post(f"{stack.api_url}/threads/{thread_id}/responses", json={"kind": "approval", "approved": True})
     final = poll_until(mails_to_address, lambda mails: len(mails) == 2)[1]
-    assert "Deployed by request from email." in final.text
+    assert DEPLOYED in final.text
 
 
 # --- what the stack refuses to do ----------------------------------------------------------------------

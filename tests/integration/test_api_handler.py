@@ -51,10 +51,13 @@ from twelvefactor.triggers.api import EventsPage, ThreadView
 pytestmark = pytest.mark.integration
 
 DEPLOY_PRODUCTION = intent("deploy_backend", tag="v1.2.3", environment="production")
+# deploybot is offered a deploy only once the tags are in the thread.
+LIST_TAGS = intent("list_git_tags")
 
 
 def _launch_waiting_for_approval(stack: Stack, event: dict[str, Any] | None = None) -> str:
-    stack.script(usage_reply(DEPLOY_PRODUCTION, 120, 30), intent("done_for_now", message="Deployed v1.2.3."))
+    # (The successful deploy ends the turn with a message code writes: no third answer.)
+    stack.script(LIST_TAGS, usage_reply(DEPLOY_PRODUCTION, 120, 30))
     launched = stack.api(event or api_event("api-launch"))
     assert launched.status == 202, launched.body
     thread_id: str = launched.body["thread_id"]
@@ -78,11 +81,15 @@ def test_launch_get_approve_runs_the_thread_to_done(stack: Stack) -> None:
     assert [event["type"] for event in got.body["events"]] == [
         "user_message",
         "tool_call",
+        "tool_result",
+        "tool_call",
         "approval_requested",
     ]
     assert [(event["seq"], event["type"]) for event in page.body["events"]] == [
         (1, "tool_call"),
-        (2, "approval_requested"),
+        (2, "tool_result"),
+        (3, "tool_call"),
+        (4, "approval_requested"),
     ]
     assert got.body["next_after"] is None and page.body["next_after"] is None
     # And a smaller page says where the next one starts
@@ -138,7 +145,7 @@ def test_a_response_the_thread_is_not_waiting_for_is_409_and_changes_nothing(sta
 
 def test_the_same_idempotency_key_launches_one_thread(stack: Stack) -> None:
     # Given a launch that went through
-    stack.script(DEPLOY_PRODUCTION)
+    stack.script(LIST_TAGS, DEPLOY_PRODUCTION)
     first = stack.api(api_event("api-launch"))
     stack.wait_for(first.body["thread_id"], ThreadStatus.AWAITING_APPROVAL)
 
@@ -150,12 +157,12 @@ def test_the_same_idempotency_key_launches_one_thread(stack: Stack) -> None:
     assert again.body["thread_id"] == first.body["thread_id"]
     assert [meta.thread_id for meta in stack.store.list_threads()] == [first.body["thread_id"]]
     assert len(stack.executions()) == 1
-    assert len(stack.events(first.body["thread_id"])) == 3
+    assert len(stack.events(first.body["thread_id"])) == 5
 
 
 def test_the_same_idempotency_key_with_another_body_is_422_and_launches_nothing(stack: Stack) -> None:
     # Given a launch under a key
-    stack.script(DEPLOY_PRODUCTION)
+    stack.script(LIST_TAGS, DEPLOY_PRODUCTION)
     first = stack.api(api_event("api-launch"))
     stack.wait_for(first.body["thread_id"], ThreadStatus.AWAITING_APPROVAL)
 
@@ -315,7 +322,10 @@ def test_a_webhook_caller_is_notified_signed_and_answers_through_the_callback(st
     # Then the thread finishes and its final message goes to the same webhook (factor 11)
     stack.wait_for(thread_id, ThreadStatus.DONE)
     received = poll_until(stack.receiver.notifications, lambda received: len(received) == 2)
-    assert [(n["kind"], n["text"]) for n in received][1] == ("done", "Deployed v1.2.3.")
+    assert [(n["kind"], n["text"]) for n in received][1] == (
+        "done",
+        "Deployed backend v1.2.3 to production (deployment dep-0001).",
+    )
     assert received[0]["kind"] == "approval"
 
 
@@ -331,7 +341,14 @@ def test_cancel_stops_the_thread_and_a_second_cancel_is_409(stack: Stack) -> Non
     assert first.status == 202
     assert second.status == 409
     events = stack.events(thread_id)
-    assert [type(event) for event in events] == [type(events[0]), ToolCall, ApprovalRequested, Cancelled]
+    assert [type(event) for event in events] == [
+        type(events[0]),
+        ToolCall,
+        ToolResult,
+        ToolCall,
+        ApprovalRequested,
+        Cancelled,
+    ]
     assert stack.store.get_wait(thread_id) is None
 
 

@@ -484,10 +484,7 @@ def test_an_email_runs_to_done_with_the_approval_and_the_answer_in_the_mail_thre
     # Given the real state machine and a model that wants to deploy to production (approval needed)
     monkeypatch.setenv("EMAIL_ALLOWED_SENDERS", "@ops.example.com")
     monkeypatch.setenv("EMAIL_FROM_ADDRESS", AGENT)
-    stack.script(
-        intent("deploy_backend", tag="v1.2.3", environment="production"),
-        intent("done_for_now", message="Deployed v1.2.3 to production."),
-    )
+    stack.script(intent("list_git_tags"), intent("deploy_backend", tag="v1.2.3", environment="production"))
     bucket = runtime.current().settings(runtime.StoreSettings).payload_bucket
     s3 = boto3.client("s3", region_name=REGION)
     # When Ann emails the agent
@@ -507,7 +504,7 @@ def test_an_email_runs_to_done_with_the_approval_and_the_answer_in_the_mail_thre
     # Then the deploy runs, and the final message is a reply to her approval
     stack.wait_for(thread_id, state.ThreadStatus.DONE)
     done = poll_until(sent, lambda messages: len(messages) == 2)[-1]
-    assert text_of(done).startswith("Deployed v1.2.3 to production.")
+    assert text_of(done).startswith("Deployed backend v1.2.3 to production (deployment dep-0001).")
     assert done["In-Reply-To"] == "<answer-loopapprove0001@mail.example.com>"
     approval = next(event for event in stack.events(thread_id) if isinstance(event, Approval))
     assert (approval.data.approved, approval.data.comment, approval.data.by) == (True, "ship it", ANN)

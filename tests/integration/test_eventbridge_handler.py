@@ -28,10 +28,7 @@ def _idempotency_records(table: str) -> int:
 
 
 def _launch(stack: Stack) -> tuple[dict[str, Any], str]:
-    stack.script(
-        intent("deploy_backend", tag="v1.2.3", environment="production"),
-        intent("done_for_now", message="Deployed."),
-    )
+    stack.script(intent("list_git_tags"), intent("deploy_backend", tag="v1.2.3", environment="production"))
     event = sample("eventbridge-launch")
     result = stack.invoke("EventBridgeFunction", event)
     return result, result["thread_id"]

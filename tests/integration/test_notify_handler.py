@@ -130,7 +130,7 @@ def test_a_cancelled_thread_gets_no_wait_and_no_message(stack: Stack) -> None:
 
 def test_an_answer_that_landed_before_notify_hands_the_token_straight_back(stack: Stack) -> None:
     # Given an execution paused on its task token for an approval
-    stack.script(intent("deploy_backend", **ARGUMENTS), intent("done_for_now", message="Deployed."))
+    stack.script(intent("list_git_tags"), intent("deploy_backend", **ARGUMENTS))
     thread_id = stack.api(api_event("api-launch")).body["thread_id"]
     stack.wait_for(thread_id, ThreadStatus.AWAITING_APPROVAL)
     token = stack.wait(thread_id).task_token
@@ -148,6 +148,8 @@ def test_an_answer_that_landed_before_notify_hands_the_token_straight_back(stack
     finished = stack.wait_for(thread_id, ThreadStatus.DONE)
     assert [event.type for event in finished.events] == [
         "user_message",
+        "tool_call",
+        "tool_result",
         "tool_call",
         "approval_requested",
         "approval",

@@ -613,10 +613,7 @@ def test_a_mention_runs_to_done_with_the_approval_and_the_answer_in_the_slack_th
         "SLACK_ALLOWED_RESPONDERS": ALLOWED,
     }.items():
         monkeypatch.setenv(name, value)
-    stack.script(
-        intent("deploy_backend", tag="v1.2.3", environment="production"),
-        intent("done_for_now", message="Deployed v1.2.3 to production."),
-    )
+    stack.script(intent("list_git_tags"), intent("deploy_backend", tag="v1.2.3", environment="production"))
     # When someone mentions the bot in a channel
     response = stack.invoke("SlackFunction", sign(load("slack-app-mention.json")))
     assert response["statusCode"] == 200
@@ -634,4 +631,4 @@ def test_a_mention_runs_to_done_with_the_approval_and_the_answer_in_the_slack_th
     stack.wait_for(thread_id, state.ThreadStatus.DONE)
     messages = poll_until(lambda: standin.messages(CHANNEL), lambda messages: len(messages) == 2)
     assert messages[-1].arguments["thread_ts"] == QUESTION_ROOT
-    assert messages[-1].arguments["text"] == "Deployed v1.2.3 to production."
+    assert messages[-1].arguments["text"] == "Deployed backend v1.2.3 to production (deployment dep-0001)."

@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.scenario("Duplicate delivery"), pytest.mark.integratio
 DELIVERIES = 3
 QUESTION = intent("request_human_input", question="Which tag should I deploy?")
 DEPLOY_PRODUCTION = intent("deploy_backend", tag="v1.2.3", environment="production")
-DONE = intent("done_for_now", message="Deployed v1.2.3 to production.")
+# deploybot deploys only once the tags are in the thread; the deploy's done message is code's.
+LIST_TAGS = intent("list_git_tags")
 
 
 def _one_thread(stack: Stack) -> str:
@@ -129,7 +130,7 @@ def test_an_api_launch_retried_with_its_idempotency_key_has_one_effect(stack: St
 
 
 def _launch_in_slack_waiting_for_approval(stack: Stack, slack: SlackStandIn) -> tuple[str, dict[str, Any]]:
-    stack.script(DEPLOY_PRODUCTION, DONE)
+    stack.script(LIST_TAGS, DEPLOY_PRODUCTION)
     mention = slack_mention("deploy v1.2.3 to production", ts="1717400100.000100", event_id="Ev0APPROVAL01")
     assert stack.invoke("SlackFunction", signed_slack(mention))["statusCode"] == 200
     thread_id = _one_thread(stack)
@@ -175,7 +176,7 @@ def test_an_approval_button_clicked_three_times_approves_and_deploys_once(
 
 
 def _launch_via_api_waiting_for_approval(stack: Stack) -> tuple[str, str]:
-    stack.script(DEPLOY_PRODUCTION, DONE)
+    stack.script(LIST_TAGS, DEPLOY_PRODUCTION)
     launched = stack.api(api_event("api-launch"))
     thread_id = str(launched.body["thread_id"])
     stack.wait_for(thread_id, ThreadStatus.AWAITING_APPROVAL)

@@ -105,7 +105,7 @@ def test_a_stranger_cannot_approve_from_slack(
     """A Slack user who is not an allowed approver clicks Approve on a production deploy: told
     privately they may not, the refusal logged with who and why, no approval, no deploy."""
     # Given a thread in Slack waiting for approval of a production deploy
-    stack.script(intent("deploy_backend", tag="v1.2.3", environment="production"))
+    stack.script(intent("list_git_tags"), intent("deploy_backend", tag="v1.2.3", environment="production"))
     mention = slack_mention("deploy v1.2.3 to production", ts="1717400200.000100", event_id="Ev0STRANGER1")
     assert stack.invoke("SlackFunction", signed_slack(mention))["statusCode"] == 200
     [meta] = stack.store.list_threads()
@@ -201,7 +201,7 @@ def test_unsigned_and_wrongly_signed_callbacks_are_refused_and_logged(
     """Callbacks approving a waiting deploy: unsigned, signed with another secret, signed over
     another body, and signed an hour ago: 401 each, the reason logged, the thread untouched."""
     # Given a thread waiting for approval
-    stack.script(intent("deploy_backend", tag="v1.2.3", environment="production"))
+    stack.script(intent("list_git_tags"), intent("deploy_backend", tag="v1.2.3", environment="production"))
     thread_id = stack.api(api_event("api-launch")).body["thread_id"]
     before = stack.wait_for(thread_id, ThreadStatus.AWAITING_APPROVAL).events
     callback_id = stack.wait(thread_id).callback_id
@@ -263,7 +263,7 @@ def test_api_calls_without_an_iam_caller_are_refused(
     """A request on an IAM route whose requestContext carries no IAM identity (it did not pass API
     Gateway's authorizer): 401 before routing, the reason logged, nothing written."""
     # Given a thread waiting for approval, and the sample request stripped of its IAM caller
-    stack.script(intent("deploy_backend", tag="v1.2.3", environment="production"))
+    stack.script(intent("list_git_tags"), intent("deploy_backend", tag="v1.2.3", environment="production"))
     thread_id = stack.api(api_event("api-launch")).body["thread_id"]
     before = stack.wait_for(thread_id, ThreadStatus.AWAITING_APPROVAL).events
     event = api_event(sample_name, thread_id=thread_id, headers={"Idempotency-Key": "another-key"})
@@ -300,6 +300,7 @@ def test_prompt_injection_cannot_forge_context_or_skip_the_approval_gate(
     # Given a model persuaded by the injection: it first tries to approve itself, then deploys
     stack.script(
         intent("approval", approved=True, call_id="call-1"),
+        intent("list_git_tags"),
         intent("deploy_backend", tag="v1.2.3", environment="production"),
     )
 

@@ -81,22 +81,24 @@ def test_transient_faults_are_retried_with_backoff_and_leave_no_trace(
 ) -> None:
     """429 (with retry-after), 500 and a timeout, each followed by a good answer: the adapter retries
     within one move, the thread records only the decision, and no error event is written."""
-    # Given a provider that rate-limits, then fails, then times out before answering each step
+    # Given a provider that rate-limits before the first decision, then fails and times out before
+    # the second (the deploy's done message is code's, so there is no third)
     llm.enqueue(
         HttpError(429, "Rate limit reached", retry_after_seconds=0.01),
         step("list_git_tags"),
         HttpError(500, "The server had an error", retry_after_seconds=0.01),
+        Answer(
+            step("deploy_backend", tag="v1.2.3", environment="staging"), delay_seconds=TIMEOUT_SECONDS * 4
+        ),
         step("deploy_backend", tag="v1.2.3", environment="staging"),
-        Answer(step("done_for_now", message="late"), delay_seconds=TIMEOUT_SECONDS * 4),
-        step("done_for_now", message="Deployed v1.2.3 to staging."),
     )
 
     # When the reducer runs
     result, events = _reduce(stack, thread_id := _thread(stack))
     cases.add(3)
 
-    # Then each fault cost one extra request and the thread holds only the three decisions' effects
-    assert len(llm.requests) == 6
+    # Then each fault cost one extra request and the thread holds only the two decisions' effects
+    assert len(llm.requests) == 5
     assert result == {"thread_id": thread_id, "status": "done"}
     assert [event.type for event in events] == [
         "user_message",
@@ -116,18 +118,19 @@ def test_bad_answers_are_compacted_into_the_thread_and_the_model_recovers(
     short error event (no retry of a model that answered), the next prompt shows it, and a good
     answer after them carries the thread on."""
     # Given a model that answers badly twice, recovers, answers badly twice more, then finishes
+    # (the schema-invalid deploy comes once the tags are listed, when a deploy is offered at all)
     bad = {
         "truncated": '{"step": {"intent": "deploy_backend", "tag": "v1.2',
+        "empty": "",
         "schema-invalid": step("deploy_backend", tag="v1.2.3; rm -rf /", environment="prod"),
         "unknown intent": step("drop_database", confirm=True),
-        "empty": "",
     }
     llm.enqueue(
         bad["truncated"],
-        bad["schema-invalid"],
-        step("list_git_tags"),
-        bad["unknown intent"],
         bad["empty"],
+        step("list_git_tags"),
+        bad["schema-invalid"],
+        bad["unknown intent"],
         step("done_for_now", message="The newest tag is v1.2.3."),
     )
 
@@ -152,7 +155,7 @@ def test_bad_answers_are_compacted_into_the_thread_and_the_model_recovers(
         error.data.source == "llm" and "invalid model output" in error.data.message for error in errors
     )
     assert all(len(error.data.message) <= 601 for error in errors)
-    assert "environment" in errors[1].data.message and "drop_database" in errors[2].data.message
+    assert "environment" in errors[2].data.message and "drop_database" in errors[3].data.message
     # And the model was asked once per answer (nothing retried) and saw its own mistake next time
     assert len(llm.requests) == 6
     assert "invalid model output" in llm.requests[1]["messages"][-1]["content"]

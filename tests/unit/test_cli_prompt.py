@@ -17,6 +17,7 @@ import pytest
 import agents
 from twelvefactor.adapters.llm import guided_schema, strict_schema, tool_definitions
 from twelvefactor.cli import main
+from twelvefactor.core import control
 from twelvefactor.core.agent import Agent
 from twelvefactor.core.events import (
     Approval,
@@ -65,7 +66,9 @@ def rejected_deploy_thread() -> Thread:
             ToolResult(
                 at=T0 + timedelta(seconds=1),
                 data=ToolResultData(
-                    call_id="call-1", intent="list_git_tags", result={"tags": ["v1.2.3", "v1.2.2"]}
+                    call_id="call-1",
+                    intent="list_git_tags",
+                    result={"tags": [{"name": "v1.2.3"}, {"name": "v1.2.2"}]},
                 ),
             ),
             ToolCall(at=T0, data=ToolCallData(call_id="call-3", intent="deploy_backend", arguments=deploy)),
@@ -104,7 +107,12 @@ def test_render_prints_the_system_and_user_messages_and_the_schema(
     out = capsys.readouterr().out
     assert exit_code == 0
     printed = sections(out)
-    assert list(printed) == ["system", "user", "structured output (json_schema)"]
+    assert list(printed) == [
+        "system",
+        "user",
+        "structured output (json_schema)",
+        "not offered at this decision",
+    ]
     # ... the system message lists every intent with its fields, the user message the rendered thread
     schema = deploybot.intents.json_schema()
     for name, model in deploybot.intents.by_name.items():
@@ -115,8 +123,12 @@ def test_render_prints_the_system_and_user_messages_and_the_schema(
     assert "<list_git_tags_result>" in printed["user"]
     assert "comment: Staging first." in printed["user"]
     assert "&lt;/user_message&gt;&lt;done_for_now&gt;" in printed["user"]
-    # ... and the full tool schema is printed as the adapter sends it, in its default mode
-    assert json.loads(printed["structured output (json_schema)"]) == strict_schema(deploybot.intents)
+    # ... and the tool schema is printed as the adapter sends it, in its default mode, narrowed to
+    # what the reducer offers here: the tags are current, so only the deploys (with the listed tags)
+    offered = control.offer(deploybot, thread)
+    assert json.loads(printed["structured output (json_schema)"]) == strict_schema(offered.intents)
+    assert "- list_git_tags: it was already answered (call-1)" in printed["not offered at this decision"]
+    assert "- deploy_backend(tag: v1.2.3|v1.2.2, environment: staging|production)" in printed["user"]
 
 
 def test_render_shows_exactly_the_messages_the_reducer_sends(
@@ -124,7 +136,9 @@ def test_render_shows_exactly_the_messages_the_reducer_sends(
 ) -> None:
     # Given the messages the reducer's prompt port produces for the same thread
     thread = rejected_deploy_thread()
-    expected = JinjaPrompts(agents.default_prompts_dir(AgentSettings())).render(deploybot, thread)
+    expected = JinjaPrompts(agents.default_prompts_dir(AgentSettings()), output_mode="json_schema").render(
+        deploybot, thread
+    )
 
     # When rendered by the command
     main(["prompt", "render", "deploybot", "--thread", str(write_thread(tmp_path, thread))])
@@ -148,7 +162,8 @@ def test_render_shows_the_schema_of_the_chosen_output_mode(
     mode: str,
     build: Callable[[IntentSet], Any],
 ) -> None:
-    path = write_thread(tmp_path, rejected_deploy_thread())
+    thread = rejected_deploy_thread()
+    path = write_thread(tmp_path, thread)
 
     # When the mode comes from the flag, then from the environment
     main(["prompt", "render", "deploybot", "--thread", str(path), "--mode", mode])
@@ -157,9 +172,10 @@ def test_render_shows_the_schema_of_the_chosen_output_mode(
     main(["prompt", "render", "deploybot", "--thread", str(path)])
     from_env = sections(capsys.readouterr().out)
 
-    # Then both show that mode's request schema
+    # Then both show that mode's request schema, built from the same offer as the reducer's
+    offered = control.offer(deploybot, thread)
     for printed in (from_flag, from_env):
-        assert json.loads(printed[f"structured output ({mode})"]) == build(deploybot.intents)
+        assert json.loads(printed[f"structured output ({mode})"]) == build(offered.intents)
 
 
 def test_prompts_dir_selects_the_templates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -332,3 +348,44 @@ def test_a_template_using_an_undefined_name_is_reported(
     assert exit_code == 2
     assert "UndefinedError" in captured.err
     assert "task_token" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("mode", "says", "never_says"),
+    [
+        ("tools", "calling exactly one of the functions", ("JSON object", '"intent"')),
+        ("json_schema", 'JSON object whose "step" holds the step', ()),
+        ("json_object", 'JSON object: the step\'s name in "intent"', ('"step"',)),
+    ],
+)
+def test_the_prompt_words_the_answer_for_the_output_mode(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+    says: str,
+    never_says: tuple[str, ...],
+) -> None:
+    # Given a thread, rendered for each output mode (as the reducer's prompt would be)
+    path = write_thread(tmp_path, rejected_deploy_thread())
+
+    # When the prompt is rendered in that mode
+    main(["prompt", "render", "deploybot", "--thread", str(path), "--mode", mode])
+
+    # Then the system prompt tells the model to answer the way that mode's request asks for
+    system = sections(capsys.readouterr().out)["system"]
+    assert says in system
+    assert not any(words in system for words in never_says)
+
+
+def test_the_runtime_words_the_prompt_for_its_configured_output_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twelvefactor import runtime
+
+    # Given a runtime configured for tools mode
+    monkeypatch.setenv("LLM_OUTPUT_MODE", "tools")
+    runtime.reset()
+    try:
+        # Then its prompt renderer words the answer as a function call
+        prompts = runtime.current().prompts
+        assert isinstance(prompts, JinjaPrompts) and prompts.output_mode == "tools"
+    finally:
+        runtime.reset()

@@ -756,10 +756,13 @@ def test_an_agent_that_turns_the_policy_off_shows_every_result(tmp_path: Path) -
     policy = ContextPolicy(collapse_superseded_results=False)
     h = harness(
         tmp_path,
-        [intent_json("list_git_tags")] * 2 + [intent_json("done_for_now", message="ok")],
+        [intent_json("list_git_tags"), intent_json("done_for_now", message="ok")] * 2,
         context_policy=policy,
     )
-    h.launch("List the tags twice.")
+    # (A person asks twice: the loop guard refuses the same lookup within one turn.)
+    h.launch("List the tags.")
+    h.run()
+    h.launch("List them again.")
     h.run()
     assert "superseded" not in h.user_message_seen()
     assert h.user_message_seen().count("<list_git_tags_result>") == 2

@@ -24,6 +24,8 @@ from twelvefactor.core import replies, state
 from twelvefactor.core.agent import Agent, AgentRegistry
 from twelvefactor.core.errors import UnknownAgent
 from twelvefactor.core.events import (
+    Done,
+    DoneData,
     Error,
     Event,
     Thread,
@@ -243,7 +245,6 @@ def test_can_you_deploy_the_backend_waits_for_approval_then_deploys_once(service
         [
             intent_json("list_git_tags"),
             intent_json("deploy_backend", tag="v1.2.3", environment="production"),
-            intent_json("done_for_now", message="Deployed v1.2.3 to production."),
         ]
     )
     ports = ports_for(model)
@@ -257,24 +258,34 @@ def test_can_you_deploy_the_backend_waits_for_approval_then_deploys_once(service
     # When a person approves and the loop resumes
     thread = thread.extended(replies.respond(thread, replies.ApprovalReply(approved=True), at=AT))
     thread = run_until_paused(agent, thread, ports)
-    # Then the deploy ran once, for production, and the thread is done
+    # Then the deploy ran once, for production, and code ended the turn with what was deployed:
+    # the model was not asked to write the summary
     assert state.status(thread.events) is ThreadStatus.DONE
     assert [(d["tag"], d["environment"]) for d in deploys(service_url)] == [("v1.2.3", "production")]
     assert model.remaining == 0
+    done = thread.events[-1]
+    assert isinstance(done, Done)
+    assert done.data.message == "Deployed backend v1.2.3 to production (deployment dep-0001)."
 
 
 def test_a_staging_deploy_runs_without_approval(service_url: str) -> None:
     agent = registry_for(service_url).get("deploybot")
     model = ScriptedModel(
         [
+            intent_json("list_git_tags"),
             intent_json("deploy_frontend", tag="v1.2.2", environment="staging"),
-            intent_json("done_for_now", message="Deployed."),
         ]
     )
     thread = run_until_paused(agent, launched("Deploy frontend v1.2.2 to staging"), ports_for(model))
     assert state.status(thread.events) is ThreadStatus.DONE
     assert [(d["service"], d["environment"]) for d in deploys(service_url)] == [("frontend", "staging")]
-    assert "dep-0001" in user_prompt(model, 1)  # the deploy's result was shown to the model
+    assert thread.events[-1] == Done(
+        id=thread.events[-1].id,
+        at=thread.events[-1].at,
+        data=DoneData(
+            message="Deployed frontend v1.2.2 to staging (deployment dep-0001).", origin="completion"
+        ),
+    )
 
 
 def test_an_unclear_request_asks_a_human_instead_of_deploying(service_url: str) -> None:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import agents
+from twelvefactor.adapters.llm import OpenAIModel
 from twelvefactor.cli import main
 from twelvefactor.core import replies, state
 from twelvefactor.core.agent import Agent
@@ -27,22 +28,24 @@ from twelvefactor.core.events import Thread, UserMessage, dump_event, dump_threa
 from twelvefactor.core.ports import ChatMessage, ModelReply, Ports
 from twelvefactor.core.prompts import JinjaPrompts
 from twelvefactor.core.reducer import run_until_paused
+from twelvefactor.core.tools import DoneForNow
 from twelvefactor.evals.cases import (
     Case,
     CaseError,
     FieldCheck,
+    Judge,
     load_case,
     load_cases,
     validate_for,
     why_model_not_asked,
 )
 from twelvefactor.evals.replay import cases_from_thread
-from twelvefactor.evals.scoring import JUDGE_SYSTEM, ask_judge, check_field, lookup, meeting
+from twelvefactor.evals.scoring import JUDGE_SYSTEM, ask_judge, check_field, judge_messages, lookup, meeting
 from twelvefactor.local.fake_openai import Answer, FakeOpenAI, HttpError
 from twelvefactor.local.fake_services import run_fake_services
 from twelvefactor.local.loopback import send_json
 from twelvefactor.local.scripted import ScriptedModel
-from twelvefactor.settings import AgentSettings
+from twelvefactor.settings import AgentSettings, OutputMode
 
 REPO = Path(__file__).resolve().parents[2]
 EVALS = REPO / "evals"
@@ -56,7 +59,8 @@ def deploybot() -> Agent:
 
 @pytest.fixture(scope="module")
 def prompts() -> JinjaPrompts:
-    return JinjaPrompts(agents.default_prompts_dir(AgentSettings()))
+    # The eval's default output mode (json_schema): the prompt words the answer for it.
+    return JinjaPrompts(agents.default_prompts_dir(AgentSettings()), output_mode="json_schema")
 
 
 def check(path: str, raw: Any, value: Any) -> list[str]:
@@ -170,6 +174,30 @@ def test_the_judge_is_asked_for_a_structured_yes_or_no() -> None:
     assert ask_judge(judge, messages).failures == ("judge: could not ask the model (down)",)
 
 
+@pytest.mark.parametrize(
+    ("mode", "answer", "passes"),
+    [
+        ("json_schema", {"step": {"intent": "verdict", "verdict": "yes", "reason": None}}, True),
+        ("json_schema", {"intent": "verdict", "verdict": "yes"}, False),
+        ("json_object", {"intent": "verdict", "verdict": "yes"}, True),
+    ],
+)
+def test_the_judge_answers_in_the_output_mode_and_its_prompt_does_not_contradict_it(
+    mode: OutputMode, answer: dict[str, Any], passes: bool
+) -> None:
+    # Given a judge behind the real adapter in this output mode
+    messages = judge_messages(Judge(rubric="Names the frontend."), DoneForNow(message="frontend"), "<x/>")
+    with FakeOpenAI([json.dumps(answer)]) as server:
+        model = OpenAIModel(model="judge", output_mode=mode, base_url=server.base_url, max_retries=0)
+        outcome = ask_judge(model, messages)
+        model.close()
+
+    # Then the verdict counts only in the shape the mode asks for (a bare verdict is not a strict
+    # answer), and the judge's prompt names no other shape for it to follow
+    assert (outcome.failures == ()) is passes
+    assert "JSON" not in messages[0]["content"]
+
+
 # --- case files ----------------------------------------------------------------------------------
 
 
@@ -280,9 +308,6 @@ RIGHT = {
     "first_step_lists_tags": step("list_git_tags"),
     "deploy_picks_newest_tag": step("deploy_backend", tag="v1.2.3", environment="staging"),
     "production_deploy_requested": step("deploy_backend", tag="v1.2.3", environment="production"),
-    "production_deploy_after_approval": step(
-        "done_for_now", message="Deployed backend v1.2.3 to production."
-    ),
     "rejected_approval_with_feedback": step("deploy_backend", tag="v1.2.3", environment="staging"),
     "error_leads_to_retry_or_human": step("deploy_backend", tag="v1.2.3", environment="staging"),
     "repeated_error_stops_the_loop": step(
@@ -290,7 +315,8 @@ RIGHT = {
     ),
     "ambiguous_request_asks": step("request_human_input", question="Backend or frontend?"),
     "answer_resolves_question": step("deploy_frontend", tag="v1.2.2", environment="staging"),
-    "finished_task_done": step("done_for_now", message="Deployed frontend v1.2.3 to staging."),
+    "repeated_lookup_moves_on": step("deploy_backend", tag="v1.2.3", environment="production"),
+    "invented_tag_is_not_deployed": step("request_human_input", question="v2.0.0 is not a tag. Which one?"),
 }
 HUMAN = step("request_human_input", question="The deploy failed. Shall I retry?")
 # Per case, the answer to each of three runs where it is not simply RIGHT three times.
@@ -303,10 +329,17 @@ FLAKY: dict[str, list[dict[str, Any] | str]] = {
         RIGHT["rejected_approval_with_feedback"],
     ],
     "error_leads_to_retry_or_human": [RIGHT["error_leads_to_retry_or_human"], HUMAN, step("list_git_tags")],
-    "finished_task_done": [RIGHT["finished_task_done"], "Sure! I deployed it.", RIGHT["finished_task_done"]],
+    # The tag the person named, not one list_git_tags returned: refused by the grounded enum.
+    "invented_tag_is_not_deployed": [
+        RIGHT["invented_tag_is_not_deployed"],
+        step("deploy_backend", tag="v2.0.0", environment="staging"),
+        RIGHT["invented_tag_is_not_deployed"],
+    ],
+    # The lookup again, while its result is current: refused as not offered.
+    "repeated_lookup_moves_on": [RIGHT["repeated_lookup_moves_on"], step("list_git_tags"), "Sure!"],
 }
 # The cases with a judge rubric, and the field it grades.
-JUDGED = {"ambiguous_request_asks": "question", "production_deploy_after_approval": "message"}
+JUDGED = {"ambiguous_request_asks": "question"}
 # The judge says "no" to the first ambiguous-request question it sees, "yes" to everything else.
 JUDGE_SAYS_NO_FIRST = {"ambiguous_request_asks"}
 EXPECTED_RATES = {
@@ -315,9 +348,9 @@ EXPECTED_RATES = {
     "rejected_approval_with_feedback": ("2/3", "67%"),
     "ambiguous_request_asks": ("2/3", "67%"),
     "error_leads_to_retry_or_human": ("2/3", "67%"),
-    "finished_task_done": ("2/3", "67%"),
+    "invented_tag_is_not_deployed": ("2/3", "67%"),
+    "repeated_lookup_moves_on": ("1/3", "33%"),
     "production_deploy_requested": ("3/3", "100%"),
-    "production_deploy_after_approval": ("3/3", "100%"),
     "repeated_error_stops_the_loop": ("3/3", "100%"),
     "answer_resolves_question": ("3/3", "100%"),
 }
@@ -373,7 +406,7 @@ def _key(messages: list[Any]) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture
 def llm_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    for name in ("PROMPTS_DIR", "LLM_OUTPUT_MODE"):
+    for name in ("PROMPTS_DIR", "LLM_OUTPUT_MODE", "LLM_TEMPERATURE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     monkeypatch.setenv("LLM_MODEL", "scripted-model")
@@ -410,23 +443,32 @@ def test_eval_prints_per_case_pass_rates_and_fails_below_the_threshold(
     # Then each case's row shows its pass rate, the suite is below its 80% threshold, and it exits 1
     out, err = capsys.readouterr()
     assert table_rows(out) == EXPECTED_RATES
-    assert "deploybot: 67% of runs passed (threshold 80%) FAIL" in out
+    assert "deploybot: 60% of runs passed (threshold 80%) FAIL" in out
     assert code == 1
     # And every case was asked three times with deploybot's structured-output schema, the judge
     # only on answers that met their checks
     assert responder.asked == Counter({name: 3 for name in RIGHT})
-    assert responder.judged == Counter({"ambiguous_request_asks": 3, "production_deploy_after_approval": 3})
-    assert len(requests) == 30 + 6
+    assert responder.judged == Counter({"ambiguous_request_asks": 3})
+    assert len(requests) == 30 + 3
     assert all(request["response_format"]["type"] == "json_schema" for request in requests)
-    decisions = [
-        request for request in requests if "deploy_frontend" in json.dumps(request["response_format"])
-    ]
+    decisions = [request for request in requests if "done_for_now" in json.dumps(request["response_format"])]
     assert len(decisions) == 30
     # And progress came one line per case, as each completed
     progress = [line for line in err.splitlines() if line.startswith("[")]
     assert [line.split("]")[0] for line in progress] == [f"[{i}/10" for i in range(1, 11)]
     assert any(
         "deploy_picks_newest_tag: 0/3 passed" in line and "tag: expected 'v1.2.3'" in line
+        for line in progress
+    )
+    # And answers the reducer would refuse fail the same way: a lookup not offered again, a tag
+    # that list_git_tags never returned
+    assert any(
+        "repeated_lookup_moves_on: 1/3 passed" in line and "refused: list_git_tags is not offered now" in line
+        for line in progress
+    )
+    assert any(
+        "invented_tag_is_not_deployed: 2/3 passed" in line
+        and "deploy_backend.tag: Input should be 'v1.2.3', 'v1.2.2' or 'v1.2.1'" in line
         for line in progress
     )
 
@@ -449,7 +491,9 @@ def test_json_results_and_compare_show_what_a_change_improved_or_broke(
 
     # When a later run fixes those three but breaks another, and is compared with the first
     after = tmp_path / "after.json"
-    with FakeOpenAI(responder=CaseResponder(deploybot, prompts, {"finished_task_done": ["Sure!"]})) as server:
+    with FakeOpenAI(
+        responder=CaseResponder(deploybot, prompts, {"repeated_lookup_moves_on": ["Sure!"]})
+    ) as server:
         llm_env.setenv("OPENAI_BASE_URL", server.base_url)
         code = main(["eval", "deploybot", "--json", str(after), "--compare", str(before)])
 
@@ -460,8 +504,8 @@ def test_json_results_and_compare_show_what_a_change_improved_or_broke(
     assert moved == [
         ["deploybot/answer_resolves_question", "0%", "->", "100%", "improved"],
         ["deploybot/deploy_picks_newest_tag", "0%", "->", "100%", "improved"],
-        ["deploybot/finished_task_done", "100%", "->", "0%", "regressed"],
         ["deploybot/first_step_lists_tags", "0%", "->", "100%", "improved"],
+        ["deploybot/repeated_lookup_moves_on", "100%", "->", "0%", "regressed"],
     ]
     assert "deploybot: 70% -> 90%" in out
     assert "3 improved, 1 regressed, 6 unchanged" in out
@@ -471,8 +515,10 @@ def test_json_results_and_compare_show_what_a_change_improved_or_broke(
     cases = {case["case"]: case for case in results["suites"][0]["cases"]}
     assert results["model"] == "scripted-model"
     assert results["suites"][0]["pass_rate"] == 0.9
-    assert cases["finished_task_done"]["pass_rate"] == 0
-    assert cases["finished_task_done"]["attempts"][0]["failures"][0].startswith("invalid output")
+    assert cases["repeated_lookup_moves_on"]["pass_rate"] == 0
+    assert cases["repeated_lookup_moves_on"]["attempts"][0]["failures"][0].startswith(
+        "refused: invalid model output"
+    )
     assert cases["first_step_lists_tags"]["attempts"][0]["intent"] == "list_git_tags"
 
 
@@ -643,11 +689,8 @@ def test_a_case_exported_as_a_thread_renders_to_exactly_what_the_eval_sends(
 
 
 DEPLOY_PROD = step("deploy_backend", tag="v1.2.3", environment="production")
-REAL_ANSWERS = [
-    step("list_git_tags"),
-    DEPLOY_PROD,
-    step("done_for_now", message="Deployed v1.2.3 to production."),
-]
+# The model's two decisions; code writes the done message after the approved deploy ran.
+REAL_ANSWERS = [step("list_git_tags"), DEPLOY_PROD]
 
 
 @pytest.fixture
@@ -684,29 +727,28 @@ def real_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prompts: JinjaP
 
 
 def test_replay_finds_each_decision_the_model_made(real_thread: Path, deploybot: Agent) -> None:
-    # Given a finished thread with tool results, an approval request and an approval between the
-    # model's three decisions
+    # Given a finished thread with tool results, an approval request and an approval after the
+    # model's two decisions, and a done message written by code
     thread = Thread.model_validate_json(real_thread.read_text())
 
     # When it is turned into cases
     replay = cases_from_thread(deploybot, thread)
 
     # Then there is one case per decision, each ending where the model was asked and expecting
-    # what it decided: tags, the deploy with its arguments pinned, then done
+    # what it decided: tags, then the deploy with its arguments pinned; the done that code wrote
+    # is no decision of the model's
     assert [case.name for case in replay.cases] == [
         "thread-42-001-list_git_tags",
         "thread-42-003-deploy_backend",
-        "thread-42-007-done_for_now",
     ]
-    assert [len(case.thread) for case in replay.cases] == [1, 3, 7]
+    assert [len(case.thread) for case in replay.cases] == [1, 3]
+    assert thread.events[-1].type == "done"
     assert all(why_model_not_asked(deploybot, case.thread) is None for case in replay.cases)
     deploy = replay.cases[1].expect[0]
     assert {path: check.equals for path, check in deploy.fields.items()} == {
         "tag": "v1.2.3",
         "environment": "production",
     }
-    # prose is not pinned: the final message is worded differently on every run
-    assert replay.cases[2].expect[0].fields == {}
     assert replay.skipped == ()
 
 
@@ -720,7 +762,6 @@ def test_replayed_cases_written_as_files_pass_against_the_same_answers(
     assert [path.name for path in written] == [
         "thread-42-001-list_git_tags.yaml",
         "thread-42-003-deploy_backend.yaml",
-        "thread-42-007-done_for_now.yaml",
     ]
     document = yaml.safe_load(written[1].read_text())
     assert [event["type"] for event in document["thread"]] == ["user_message", "tool_call", "tool_result"]
@@ -748,7 +789,7 @@ def test_replay_catches_a_model_that_now_decides_differently(
     # Given a model that now deploys to staging where the recorded model chose production
     llm_env.setenv("LLM_OUTPUT_MODE", "json_object")
     staging = {**DEPLOY_PROD, "environment": "staging"}
-    answers = [REAL_ANSWERS[0], staging, REAL_ANSWERS[2]]
+    answers = [REAL_ANSWERS[0], staging]
     with FakeOpenAI([json.dumps(answer) for answer in answers]) as server:
         llm_env.setenv("OPENAI_BASE_URL", server.base_url)
 
@@ -761,7 +802,6 @@ def test_replay_catches_a_model_that_now_decides_differently(
     assert rows == {
         "thread-42-001-list_git_tags": "1/1",
         "thread-42-003-deploy_backend": "0/1",
-        "thread-42-007-done_for_now": "1/1",
     }
     assert "environment: expected 'production', got 'staging'" in err
     assert code == 1
@@ -869,7 +909,7 @@ def test_replay_fetches_a_thread_by_id_from_the_api(
 
     # Then the same three cases are written, and the unknown thread is a clear error that writes nothing
     assert code == 0
-    assert len(list((tmp_path / "out").glob("*.yaml"))) == 3
+    assert len(list((tmp_path / "out").glob("*.yaml"))) == 2
     assert missing == 2
     assert "no thread thread-7" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
@@ -894,12 +934,38 @@ def test_the_suite_runs_against_the_embedded_smollm2_model(
         # When deploybot's suite runs against it
         code = main(["eval", "deploybot", "--json", str(tmp_path / "smollm2.json")])
 
-    # Then the harness completes and reports every case; the pass rate is whatever the model scores
+    # Then the harness completes and reports every case, and the model clears its own bar in
+    # evals/deploybot/config.yaml (thresholds: smollm2-135m), so a change that makes the embedded
+    # default worse fails here (at temperature 0 the answers repeat run after run)
     out = capsys.readouterr().out
     with capsys.disabled():
-        print(f"\nSmolLM2-135M on deploybot's cases:\n{out}")  # its score is reported, never asserted
+        print(f"\nSmolLM2-135M on deploybot's cases:\n{out}")
     results = json.loads((tmp_path / "smollm2.json").read_text())
     assert {case["case"] for case in results["suites"][0]["cases"]} == set(RIGHT)
     assert all(case["runs"] == 1 for case in results["suites"][0]["cases"])
-    assert "deploybot:" in out and "of runs passed" in out
-    assert code in (0, 1)
+    assert "deploybot:" in out and "(threshold 50%) PASS" in out
+    assert code == 0
+
+
+def test_a_suite_can_set_its_bar_per_model(
+    llm_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a suite whose bar is 100%, but 0% for one named model, and a model that always misses
+    (tmp_path / "deploybot").mkdir()
+    (tmp_path / "deploybot" / "first.yaml").write_text(
+        "thread: [{user_message: Deploy the backend.}]\nexpect: {intent: list_git_tags}\n"
+    )
+    (tmp_path / "deploybot" / "config.yaml").write_text("threshold: 1.0\nthresholds: {small-model: 0.0}\n")
+    wrong = json.dumps({"step": {"intent": "done_for_now", "message": "no"}})
+    with FakeOpenAI([wrong, wrong]) as server:
+        llm_env.setenv("OPENAI_BASE_URL", server.base_url)
+
+        # When the suite runs against another model, then against the named one
+        general = main(["eval", "deploybot", "--evals-dir", str(tmp_path)])
+        named = main(["eval", "deploybot", "--evals-dir", str(tmp_path), "--model", "small-model"])
+
+    # Then each run is held to its own model's bar
+    out = capsys.readouterr().out
+    assert (general, named) == (1, 0)
+    assert "0% of runs passed (threshold 100%) FAIL" in out
+    assert "0% of runs passed (threshold 0%) PASS" in out

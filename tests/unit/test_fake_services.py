@@ -20,7 +20,14 @@ from tests.support import poll_until
 from twelvefactor.local.fake_services import CUSTOMERS, TAGS, run_fake_services
 
 DEPLOY = {"service": "backend", "tag": "v1.2.3", "environment": "production"}
-LINK = {"customer_id": "cus_jeff", "amount_cents": 75_000, "currency": "usd", "description": "Meetup"}
+LINK = {
+    "customer": "cus_jeff",
+    "product": "prod_meetup",
+    "price": "prc_meetup_standard",
+    "quantity": 1,
+    "amount_cents": 75_000,
+    "memo": "Meetup",
+}
 
 
 @pytest.fixture
@@ -182,7 +189,7 @@ def test_payment_links_are_idempotent_and_checked(url: str) -> None:
     first = post(url, "/payment_links", LINK)
     # When the same request repeats, and another names an unknown customer
     again = post(url, "/payment_links", LINK)
-    unknown = post(url, "/payment_links", {**LINK, "customer_id": "cus_nobody"}, key="key-2")
+    unknown = post(url, "/payment_links", {**LINK, "customer": "cus_nobody"}, key="key-2")
     # Then one link exists, with a url on the service, and the unknown customer is refused
     assert first.status_code == 201
     assert again.json() == first.json()

@@ -18,17 +18,19 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+import agents
 from tests.unit.agent_fixtures import AGENT_NAME, DeployService, StepClock, build_agent, write_prompts
-from twelvefactor.adapters.llm import OpenAIModel, model_from_settings, strict_schema
-from twelvefactor.core import replies
+from twelvefactor.adapters.llm import OpenAIModel, model_from_settings, strict_schema, unwrap_strict_answer
+from twelvefactor.core import control, replies
 from twelvefactor.core.errors import LlmRejected, LlmUnavailable
 from twelvefactor.core.events import Error, Thread, TokenUsage
 from twelvefactor.core.ports import ChatMessage, Ports
 from twelvefactor.core.prompts import JinjaPrompts
 from twelvefactor.core.reducer import step
 from twelvefactor.core.tools import BUILTIN_INTENTS, DoneForNow, Intent, IntentSet, RequestHumanInput
+from twelvefactor.evals.scoring import VERDICT
 from twelvefactor.local.fake_openai import Answer, FakeOpenAI, HttpError, ToolCallAnswer
-from twelvefactor.settings import LlmSettings, OutputMode
+from twelvefactor.settings import AgentSettings, LlmSettings, OutputMode
 
 
 class DeployOptions(BaseModel):
@@ -489,3 +491,52 @@ def test_an_llm_failures_error_event_names_no_url_or_address(
         assert leak not in message, (leak, message)
     # ... while the log line for operators still says which endpoint failed
     assert endpoint in logs.text
+
+
+# --- json_schema mode is consistent: the wrapper it asks for, and the nulls it allows -------------
+
+
+def test_json_schema_mode_refuses_an_answer_without_its_step_wrapper(fake: FakeOpenAI, ask: Any) -> None:
+    # Given a provider that ignores the strict format and answers the bare intent
+    fake.enqueue(json.dumps(DEPLOY))
+
+    # When the adapter asks in json_schema mode
+    reply = ask("json_schema")
+
+    # Then the answer is not taken as if it were an intent: the core's check refuses it, saying why
+    assert reply.content.startswith('not the {"step": ...} object the json_schema mode asks for: ')
+    with pytest.raises(control.InvalidAnswer, match="not a JSON object"):
+        control.Offer(intents=INTENTS).check(reply.content)
+
+
+def test_json_schema_mode_accepts_every_null_its_strict_schema_allows() -> None:
+    # Given every intent of both real agents and the eval judge's verdict, each answered with a
+    # null in every place the strict schema allows one
+    registry = agents.build_registry(AgentSettings())
+    sets = [registry.get(name).intents for name in registry.names] + [VERDICT]
+    for intents in sets:
+        schema = strict_schema(intents)
+        for name, model in intents.by_name.items():
+            definition = schema["$defs"][model.__name__]
+            step = {
+                field: (name if field == "intent" else None if _allows_null(spec) else _example(spec))
+                for field, spec in definition["properties"].items()
+            }
+            answer = json.dumps({"step": step})
+            jsonschema.validate(json.loads(answer), schema)
+
+            # When it is unwrapped, then validated as the core does
+            intent = control.Offer(intents=intents).check(unwrap_strict_answer(answer, intents))
+
+            # Then it is accepted as that intent
+            assert intent.intent == name
+
+
+def _allows_null(spec: dict[str, Any]) -> bool:
+    return any(option.get("type") == "null" for option in spec.get("anyOf", ()))
+
+
+def _example(spec: dict[str, Any]) -> Any:
+    if "enum" in spec:
+        return spec["enum"][0]
+    return {"string": "x", "integer": 100, "boolean": True, "array": []}[spec["type"]]

@@ -14,14 +14,14 @@ from pydantic import ValidationError
 
 from agents import build_registry, default_prompts_dir
 from agents.payments import APPROVAL_THRESHOLD_CENTS, CreatePaymentLink
-from twelvefactor.core import replies, state
+from twelvefactor.core import control, replies, state
 from twelvefactor.core.agent import Agent
-from twelvefactor.core.events import Error, Thread, ToolCall, ToolResult
+from twelvefactor.core.events import Done, Error, Thread, ToolCall, ToolResult
 from twelvefactor.core.ports import Ports
 from twelvefactor.core.prompts import JinjaPrompts
 from twelvefactor.core.reducer import run_until_paused, step
 from twelvefactor.core.state import ThreadStatus
-from twelvefactor.local.fake_services import CUSTOMERS, run_fake_services
+from twelvefactor.local.fake_services import CUSTOMERS, PRICES, PRODUCTS, run_fake_services
 from twelvefactor.local.scripted import ScriptedModel
 from twelvefactor.settings import AgentSettings
 
@@ -33,14 +33,22 @@ def intent_json(intent: str, **arguments: Any) -> str:
     return json.dumps({"intent": intent, **arguments})
 
 
-def link_json(amount_cents: int, customer_id: str = "cus_jeff") -> str:
+def link_json(
+    amount_cents: int = 75_000, customer: str = "cus_jeff", price: str = "prc_meetup_standard"
+) -> str:
+    """The seed's create_payment_link, with ids the lookups returned."""
     return intent_json(
         "create_payment_link",
-        customer_id=customer_id,
+        customer=customer,
+        product="prod_meetup",
+        price=price,
+        quantity=1,
         amount_cents=amount_cents,
-        currency="usd",
-        description="February AI tinkerers meetup",
+        memo="Hey Jeff - see below for the payment link for the February AI tinkerers meetup",
     )
+
+
+LOOKUPS = [intent_json("list_products"), intent_json("list_prices")]
 
 
 @pytest.fixture
@@ -83,8 +91,8 @@ def test_customers_are_fetched_before_the_model_is_first_asked(payments: Agent) 
 
 
 def test_a_large_link_waits_for_approval_then_is_created_once(payments: Agent, service_url: str) -> None:
-    # Given a request for $750 and a model that picks Jeff's id from the pre-fetched customers
-    model = ScriptedModel([link_json(75_000), intent_json("done_for_now", message="Link sent.")])
+    # Given the seed's request and a model that looks up the products and prices, then links them
+    model = ScriptedModel([*LOOKUPS, link_json(75_000)])
     ports = ports_for(model)
     # When the loop runs
     thread = run_until_paused(payments, launched(), ports)
@@ -97,21 +105,59 @@ def test_a_large_link_waits_for_approval_then_is_created_once(payments: Agent, s
     # When a person approves
     thread = thread.extended(replies.respond(thread, replies.ApprovalReply(approved=True), at=AT))
     thread = run_until_paused(payments, thread, ports)
-    # Then exactly one link exists, for Jeff, and the thread is done
+    # Then exactly one link exists, for Jeff, and code ended the turn with its url
     assert state.status(thread.events) is ThreadStatus.DONE
-    assert [(link["customer_id"], link["amount_cents"]) for link in links(service_url)] == [
-        ("cus_jeff", 75_000)
-    ]
+    [link] = links(service_url)
+    assert (link["customer"], link["price"], link["amount_cents"]) == (
+        "cus_jeff",
+        "prc_meetup_standard",
+        75_000,
+    )
+    done = thread.events[-1]
+    assert isinstance(done, Done) and done.data.origin == "completion"
+    assert (
+        done.data.message == f"Created a payment link for cus_jeff (1 x prod_meetup, 750.00): {link['url']}"
+    )
+    assert model.remaining == 0
 
 
 def test_a_small_link_is_created_without_approval(payments: Agent, service_url: str) -> None:
-    model = ScriptedModel([link_json(2_500), intent_json("done_for_now", message="Link sent.")])
+    model = ScriptedModel([*LOOKUPS, link_json(2_500, price="prc_meetup_student")])
     thread = run_until_paused(payments, launched(), ports_for(model))
     assert state.status(thread.events) is ThreadStatus.DONE
-    created = links(service_url)
-    assert len(created) == 1
-    # The link's url reached the model, so it can hand it to the person
-    assert created[0]["url"] in next(m["content"] for m in model.calls[1] if m["role"] == "user")
+    [created] = links(service_url)
+    # The link's url reached the person in the done message
+    assert created["url"] in thread.events[-1].data.message  # type: ignore[union-attr]
+
+
+def test_a_link_is_not_offered_before_its_ids_were_looked_up(payments: Agent) -> None:
+    # Given the customers pre-fetched, but no products or prices yet
+    thread = launched()
+    thread = thread.extended(step(payments, thread, ports_for(ScriptedModel([]))))
+
+    # Then the link is withheld: its product and price have nothing to come from
+    offer = control.offer(payments, thread)
+    assert "create_payment_link" not in offer.names
+    assert offer.withheld["create_payment_link"] == "no list_products result gives a product to use yet"
+    assert {"list_products", "list_prices"} <= set(offer.names)
+    assert "list_customers" in offer.withheld  # answered by the prefetch, still current
+
+
+def test_the_schema_offers_exactly_the_ids_the_lookups_returned(payments: Agent) -> None:
+    # Given every lookup answered
+    model = ScriptedModel([*LOOKUPS, link_json(2_500, price="prc_meetup_student")])
+    thread = launched()
+    ports = ports_for(model)
+    for _ in range(5):
+        thread = thread.extended(step(payments, thread, ports))
+
+    # Then each grounded field of the link is an enum of the ids listed, and nothing else
+    assert [event.type for event in thread.events[-2:]] == ["tool_call", "tool_result"]
+    offer = control.offer(payments, thread)
+    fields = offer.intents.json_schema()["$defs"]["CreatePaymentLink"]["properties"]
+    assert fields["customer"]["enum"] == [customer["id"] for customer in CUSTOMERS]
+    assert fields["product"]["enum"] == [product["id"] for product in PRODUCTS]
+    assert fields["price"]["enum"] == [price["id"] for price in PRICES]
 
 
 @pytest.mark.parametrize(
@@ -124,7 +170,11 @@ def test_approval_is_needed_only_above_the_threshold(
     tool = payments.tool("create_payment_link")
     assert tool is not None
     call = CreatePaymentLink(
-        customer_id="cus_jeff", amount_cents=amount_cents, currency="usd", description="x"
+        customer="cus_jeff",
+        product="prod_meetup",
+        price="prc_meetup_standard",
+        amount_cents=amount_cents,
+        memo="x",
     )
     assert tool.needs_approval(call) is needs_approval
 
@@ -134,9 +184,9 @@ def test_approval_is_needed_only_above_the_threshold(
     [
         {"amount_cents": 0},
         {"amount_cents": 7.5},
-        {"currency": "btc"},
-        {"description": ""},
-        {"customer_id": "a b"},
+        {"quantity": 0},
+        {"memo": ""},
+        {"customer": "a b"},
     ],
 )
 def test_invalid_link_arguments_are_rejected(payments: Agent, changes: dict[str, Any]) -> None:
@@ -145,18 +195,37 @@ def test_invalid_link_arguments_are_rejected(payments: Agent, changes: dict[str,
         payments.intents.validate_json(json.dumps(arguments))
 
 
-def test_an_unknown_customer_becomes_an_error_event(payments: Agent, service_url: str) -> None:
-    # Given a model that invents a customer id
-    model = ScriptedModel([link_json(500, customer_id="cus_invented")])
+def test_an_invented_customer_id_never_reaches_the_executor(payments: Agent, service_url: str) -> None:
+    # Given a model that invents a customer id, as in the seed ("cust_128934ddasf9")
+    model = ScriptedModel([*LOOKUPS, link_json(500, customer="cust_128934ddasf9")])
     thread = launched()
     ports = ports_for(model)
-    # When the prefetch and the model's call run
-    for _ in range(3):
+    # When the prefetch, the lookups and the model's call run
+    for _ in range(6):
         thread = thread.extended(step(payments, thread, ports))
-    # Then the service's refusal is in the thread as an error the model will read, and no link exists
+    # Then the call was refused as an error the model will read, and the service never saw it
     error = thread.events[-1]
     assert isinstance(error, Error)
-    assert "HTTP 404: unknown customer cus_invented" in error.data.message
+    assert (
+        "create_payment_link.customer: Input should be 'cus_acme', 'cus_jeff' or 'cus_globex'"
+        in error.data.message
+    )
+    assert links(service_url) == []
+
+
+def test_a_wrong_amount_is_refused_by_the_service_as_an_error_event(
+    payments: Agent, service_url: str
+) -> None:
+    # Given a model that picks real ids but miscounts the amount
+    model = ScriptedModel([*LOOKUPS, link_json(700)])
+    thread = launched()
+    ports = ports_for(model)
+    for _ in range(7):
+        thread = thread.extended(step(payments, thread, ports))
+    # Then the service's refusal is in the thread, and no link exists
+    error = thread.events[-1]
+    assert isinstance(error, Error)
+    assert "amount_cents 700 is not 1 x 75000 = 75000" in error.data.message
     assert links(service_url) == []
 
 

@@ -41,6 +41,7 @@ from twelvefactor.settings import LlmSettings, OutputMode
 logger = logging.getLogger(__name__)
 
 WRAPPER_KEY = "step"
+UNWRAPPED_MARKER = 'not the {"step": ...} object the json_schema mode asks for'
 SCHEMA_NAME = "next_step"
 DISCRIMINATOR = "intent"
 # Strict mode refuses these keywords. Dropping them loses nothing: the core validates every answer
@@ -329,15 +330,21 @@ def _resolve(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, A
 def unwrap_strict_answer(text: str, intents: IntentSet) -> str:
     """``{"step": {...}}`` -> the intent's JSON text, with strict mode's stand-in nulls removed.
 
-    Anything that is not the expected wrapper is returned unchanged, so the core's validation
-    error shows exactly what the model said.
+    The schema sent requires the wrapper, so an answer without it did not follow the request: it
+    is marked as such (the core records it as invalid output, with the answer as given), never
+    accepted as if it were an intent. Anything that is not JSON is returned unchanged, so the
+    core's validation error shows exactly what the model said.
     """
     try:
-        answer = json.loads(text)
+        answer = json.loads(text, strict=False)
     except ValueError:
         return text
-    if not isinstance(answer, dict) or not isinstance(answer.get(WRAPPER_KEY), dict):
-        return text
+    if (
+        not isinstance(answer, dict)
+        or set(answer) != {WRAPPER_KEY}
+        or not isinstance(answer[WRAPPER_KEY], dict)
+    ):
+        return f"{UNWRAPPED_MARKER}: {text}"
     union = intents.json_schema()
     step = _drop_stand_in_nulls(answer[WRAPPER_KEY], union, union.get("$defs", {}))
     return json.dumps(step)
@@ -390,7 +397,8 @@ def _tool_call_as_intent(completion: Completion) -> str:
         return completion.content or ""
     call: ToolCallRequest = calls[0]
     try:
-        arguments = json.loads(call.arguments or "{}")
+        # strict=False: raw control characters in a string are read, then cleaned by the core.
+        arguments = json.loads(call.arguments or "{}", strict=False)
     except ValueError:
         arguments = None
     if not isinstance(arguments, dict):

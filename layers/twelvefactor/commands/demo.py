@@ -44,7 +44,6 @@ from twelvefactor.core.events import (
     Escalation,
     Event,
     HumanRequest,
-    ToolCall,
     ToolResult,
 )
 from twelvefactor.core.state import ThreadStatus
@@ -379,7 +378,7 @@ class Demo:
     def _summary(self, stack: LocalStack, thread_id: str, outcome: Outcome, elapsed: float) -> None:
         events = outcome.events
         agent = runtime.current().registry.get(AGENT)
-        model_steps = sum(_is_model_step(event) for event in events)
+        model_steps = sum(state.is_model_step(event) for event in events)
         tool_runs = sum(isinstance(event, ToolResult) for event in events)
         errors = [event for event in events if isinstance(event, Error)]
         self.out.say("")
@@ -426,14 +425,6 @@ def _refuse_a_rejected_key(event: Event) -> None:
 
 def _count(number: int, thing: str) -> str:
     return f"{number} {thing}{'' if number == 1 else 's'}"
-
-
-def _is_model_step(event: Event) -> bool:
-    if isinstance(event, ToolCall):
-        return event.data.origin == "model"
-    if isinstance(event, Error):
-        return event.data.source == "llm"
-    return isinstance(event, HumanRequest | Done)
 
 
 def _ending(outcome: Outcome) -> str:

@@ -128,7 +128,16 @@ class _Suite:
 def _run(args: argparse.Namespace) -> int:
     agent_settings = AgentSettings()
     registry = agents.build_registry(agent_settings)
-    prompts = JinjaPrompts(agents.default_prompts_dir(agent_settings))
+    try:
+        settings = LlmSettings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise CaseError(f"the LLM settings are not usable: {where}: {first['msg']}") from None
+    if args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    # Worded for the output mode the adapter will use, as the reducer's prompt is.
+    prompts = JinjaPrompts(agents.default_prompts_dir(agent_settings), output_mode=settings.output_mode)
     evals_dir: Path = args.evals_dir or prompts.directory.parent / "evals"
     previous = read_results(args.compare) if args.compare else None
     if args.from_thread:
@@ -145,20 +154,12 @@ def _run(args: argparse.Namespace) -> int:
                 print(path)
         return 0
 
-    try:
-        settings = LlmSettings()
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise CaseError(f"the LLM settings are not usable: {where}: {first['msg']}") from None
-    if args.model:
-        settings = settings.model_copy(update={"model": args.model})
     from twelvefactor.adapters.llm import model_from_settings  # noqa: PLC0415 - only a run needs the LLM adapter
 
     llm = model_from_settings(settings)
     started_at = datetime.now(UTC)
     try:
-        results = [_run_suite(suite, prompts, llm, args) for suite in suites]
+        results = [_run_suite(suite, prompts, llm, args, settings.model) for suite in suites]
     finally:
         llm.close()
     outcome = EvalRun(
@@ -184,10 +185,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_suite(
-    suite: _Suite, prompts: JinjaPrompts, llm: LanguageModel, args: argparse.Namespace
+    suite: _Suite, prompts: JinjaPrompts, llm: LanguageModel, args: argparse.Namespace, model: str
 ) -> SuiteResult:
     repeat: int = args.repeat or suite.config.repeat
-    threshold: float = suite.config.threshold if args.threshold is None else args.threshold
+    threshold: float = suite.config.threshold_for(model) if args.threshold is None else args.threshold
     total = len(suite.cases)
     done: list[CaseResult] = []
 

@@ -2,7 +2,8 @@
 
 The chat messages come from the agent's real template rendered by the same code the reducer uses,
 with the thread rendered as context (escaped, truncated, redacted). The structured-output part is
-the one the OpenAI adapter sends in the chosen mode (``LLM_OUTPUT_MODE`` unless ``--mode``). A bad
+the one the OpenAI adapter sends in the chosen mode (``LLM_OUTPUT_MODE`` unless ``--mode``), narrowed
+to what `twelvefactor.core.control.offer` offers at this point of the thread, as the reducer would. A bad
 agent name, thread file or template is reported on stderr with exit code 2.
 """
 
@@ -19,6 +20,7 @@ from jinja2 import TemplateError, TemplateNotFound
 import agents
 from twelvefactor.adapters.llm import guided_schema, strict_schema, tool_definitions
 from twelvefactor.commands.threads import UnusableThreadFile, thread_from_document
+from twelvefactor.core import control
 from twelvefactor.core.agent import Agent
 from twelvefactor.core.errors import UnknownAgent
 from twelvefactor.core.events import Thread
@@ -80,14 +82,19 @@ def run_render(args: argparse.Namespace) -> int:
 def render_request(agent: Agent, thread: Thread, prompts_dir: Path, mode: OutputMode) -> str:
     """The exact request the model gets for the next decision on ``thread``, as text: what this
     command prints and what the console shows for a model decision (UnusableInput if it cannot)."""
-    messages = _messages(JinjaPrompts(prompts_dir), agent, thread)
-    return format_request(messages, mode, agent.intents)
+    # The reducer's own narrowing for this thread: the same offer shapes prompt and schema.
+    offered = control.offer(agent, thread)
+    messages = _messages(JinjaPrompts(prompts_dir, output_mode=mode), agent, thread, offered)
+    return format_request(messages, mode, offered)
 
 
-def format_request(messages: list[ChatMessage], mode: OutputMode, intents: IntentSet) -> str:
+def format_request(messages: list[ChatMessage], mode: OutputMode, offered: control.Offer) -> str:
     sections = [f"=== {message['role']} ===\n{message['content']}\n" for message in messages]
-    schema = json.dumps(structured_output(mode, intents), indent=2, sort_keys=True)
+    schema = json.dumps(structured_output(mode, offered.intents), indent=2, sort_keys=True)
     sections.append(f"=== structured output ({mode}) ===\n{schema}\n")
+    if offered.withheld:
+        withheld = "".join(f"- {name}: {reason}\n" for name, reason in offered.withheld.items())
+        sections.append(f"=== not offered at this decision ===\n{withheld}")
     return "\n".join(sections)
 
 
@@ -125,10 +132,12 @@ def _thread(path: Path, agent: Agent) -> Thread:
     return thread
 
 
-def _messages(prompts: JinjaPrompts, agent: Agent, thread: Thread) -> list[ChatMessage]:
+def _messages(
+    prompts: JinjaPrompts, agent: Agent, thread: Thread, offered: control.Offer
+) -> list[ChatMessage]:
     template = prompts.directory / agent.template_name
     try:
-        return prompts.render(agent, thread)
+        return prompts.render(agent, thread, offered)
     except TemplateNotFound:
         raise UnusableInput(f"no template {template} (give --prompts-dir or set PROMPTS_DIR)") from None
     except TemplateError as error:

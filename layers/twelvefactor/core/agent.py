@@ -42,6 +42,8 @@ class Agent:
         clash = builtin & {tool.name for tool in self.tools}
         if clash:
             raise ValueError(f"tools may not reuse built-in intent names: {sorted(clash)}")
+        for tool in self.tools:
+            _check_policy(tool, {other.name for other in self.tools})
 
     @property
     def template_name(self) -> str:
@@ -72,6 +74,19 @@ class Agent:
 
     def tool(self, name: str) -> Tool | None:
         return next((tool for tool in self.tools if tool.name == name), None)
+
+
+def _check_policy(tool: Tool, names: set[str]) -> None:
+    """A policy naming a tool the agent lacks, or a field its model lacks, fails at import, not at
+    the first decision that needs it."""
+    unknown = sorted({*tool.requires, *(g.source for g in tool.grounded.values())} - names)
+    if unknown:
+        raise ValueError(f"{tool.name}: requires or grounds on tools the agent lacks: {unknown}")
+    missing = sorted(set(tool.grounded) - set(tool.model.model_fields) | ({"intent"} & set(tool.grounded)))
+    if missing:
+        raise ValueError(f"{tool.name}: grounded fields that are not fields of its model: {missing}")
+    if tool.completes is not None and tool.mode != "sync":
+        raise ValueError(f"{tool.name}: only a sync tool's result can complete the turn")
 
 
 class AgentRegistry:

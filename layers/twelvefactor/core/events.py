@@ -122,6 +122,8 @@ class EscalationData(_Model):
 
 class DoneData(_Model):
     message: str
+    # Who wrote the message: the model, or code templating a tool's result (deterministic completion).
+    origin: Literal["model", "completion"] = "model"
 
 
 class CancelledData(_Model):

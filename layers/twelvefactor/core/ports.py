@@ -12,6 +12,7 @@ from .tools import IntentSet
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .control import Offer
 
 
 class ChatMessage(TypedDict):
@@ -37,7 +38,10 @@ class LanguageModel(Protocol):
 
 
 class PromptRenderer(Protocol):
-    def render(self, agent: Agent, thread: Thread) -> list[ChatMessage]: ...
+    def render(self, agent: Agent, thread: Thread, offered: Offer | None = None) -> list[ChatMessage]:
+        """The chat messages; ``offered`` is what `twelvefactor.core.control.offer` computed for this
+        decision (computed again when not given)."""
+        ...
 
 
 def utc_now() -> datetime:

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 
-from pydantic import ValidationError
-
-from . import state
+from . import control, state
 from .agent import Agent
 from .errors import LlmError
 from .events import (
@@ -49,6 +47,7 @@ class Move(StrEnum):
 
     RUN_TOOL = "run_tool"
     NONE = "none"  # waiting for someone, or finished
+    COMPLETE = "complete"  # the last result ends the turn with a done message templated by code
     PREFETCH = "prefetch"
     ESCALATE_ERRORS = "escalate_errors"
     ESCALATE_STEPS = "escalate_steps"
@@ -64,6 +63,8 @@ def next_move(agent: Agent, thread: Thread) -> Move:
         return Move.RUN_TOOL
     if current is not ThreadStatus.READY:
         return Move.NONE
+    if completing_call(agent, thread) is not None:
+        return Move.COMPLETE
     # A prefetch hook may find nothing worth fetching; then the model is asked.
     if agent.prefetch is not None and _never_acted(thread) and agent.prefetch(thread):
         return Move.PREFETCH
@@ -83,6 +84,8 @@ def step(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
             return [_execute(agent, thread, call, ports)]
         case Move.NONE:
             return []
+        case Move.COMPLETE:
+            return [_complete(agent, thread, ports)]
         case Move.PREFETCH:
             return _prefetch(agent, thread, ports)
         case Move.ESCALATE_ERRORS:
@@ -113,16 +116,50 @@ def run_until_paused(
 
 def _decide(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
     now = ports.clock()
+    # Code decides what the model may choose; the model decides among that, never more.
+    offer = control.offer(agent, thread)
     try:
-        reply = ports.llm.decide(ports.prompts.render(agent, thread), agent.intents)
+        reply = ports.llm.decide(ports.prompts.render(agent, thread, offer), offer.intents)
     except LlmError as error:
         return [Error(at=now, data=ErrorData(source="llm", message=_compact(error)))]
     try:
-        intent = agent.intents.validate_json(reply.content)
-    except ValidationError as error:
-        message = f"invalid model output ({_validation_summary(error)}): {reply.content}"
-        return [Error(at=now, usage=reply.usage, data=ErrorData(source="llm", message=_compact(message)))]
+        intent = offer.check(reply.content)
+    except control.InvalidAnswer as error:
+        # Not offered, invalid, outside a grounded enum or a repeated lookup: nothing runs, and the
+        # error counts toward the error budget like any other.
+        return [Error(at=now, usage=reply.usage, data=ErrorData(source="llm", message=_compact(str(error))))]
     return _act_on(agent, thread, intent, reply, ports)
+
+
+def completing_call(agent: Agent, thread: Thread) -> ToolCall | None:
+    """The call whose successful result, the thread's last event, ends the turn (opt-in per tool)."""
+    last = thread.events[-1] if thread.events else None
+    if not isinstance(last, ToolResult):
+        return None
+    tool = agent.tool(last.data.intent)
+    if tool is None or tool.completes is None:
+        return None
+    call = next(
+        (
+            event
+            for event in reversed(thread.events)
+            if isinstance(event, ToolCall) and event.data.call_id == last.data.call_id
+        ),
+        None,
+    )
+    # Only a call the model chose completes its turn: a prefetched one is context for the first decision.
+    return call if call is not None and call.data.origin == "model" else None
+
+
+def _complete(agent: Agent, thread: Thread, ports: Ports) -> Done:
+    call = completing_call(agent, thread)
+    result = thread.events[-1]
+    assert call is not None and isinstance(result, ToolResult)
+    tool = agent.tool(call.data.intent)
+    assert tool is not None and tool.completes is not None
+    validated = tool.model.model_validate({"intent": tool.name, **call.data.arguments})
+    message = tool.completes(validated, result.data.result)
+    return Done(at=ports.clock(), data=DoneData(message=message, origin="completion"))
 
 
 def _act_on(agent: Agent, thread: Thread, intent: Intent, reply: ModelReply, ports: Ports) -> list[Event]:
@@ -200,14 +237,6 @@ def _escalate(ports: Ports, reason: str, message: str) -> Escalation:
     return Escalation(
         at=ports.clock(), data=EscalationData.model_validate({"reason": reason, "message": message})
     )
-
-
-def _validation_summary(error: ValidationError) -> str:
-    parts = []
-    for detail in error.errors()[:3]:
-        where = ".".join(str(part) for part in detail["loc"]) or "output"
-        parts.append(f"{where}: {detail['msg']}")
-    return "; ".join(parts)
 
 
 def _compact(error: BaseException | str) -> str:

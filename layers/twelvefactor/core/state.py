@@ -163,16 +163,19 @@ def steps_since_launch(events: Sequence[Event]) -> int:
     for event in reversed(events):
         if isinstance(event, _HUMAN_TURN):
             break
-        if _is_model_step(event):
+        if is_model_step(event):
             count += 1
     return count
 
 
-def _is_model_step(event: Event) -> bool:
+def is_model_step(event: Event) -> bool:
+    """Whether the event records an answer of the model (not prefetch's or completion's code)."""
     match event:
         case ToolCall(data=call):
             return call.origin == "model"
-        case HumanRequest() | Done():
+        case Done(data=done):
+            return done.origin == "model"
+        case HumanRequest():
             return True
         case Error(data=error):
             return error.source == "llm"

@@ -60,6 +60,23 @@ class ToolContext:
 
 Executor = Callable[[Any, ToolContext], JsonValue]
 ApprovalPolicy = bool | Callable[[Any], bool]
+# A done message templated by code from the validated call and its result (deterministic completion).
+Completion = Callable[[Any, JsonValue], str]
+# How long a read-only result stays current, so that the same call is not offered again (the loop
+# guard, factor 8's result caching): until a new user message or a result of a tool that acts
+# ("until_change"), until a new user message only ("until_request": nothing the agent does changes
+# it), or never cached ("off": e.g. a clock or a job's progress).
+Freshness = Literal["until_change", "until_request", "off"]
+
+
+@dataclass(frozen=True)
+class Grounded:
+    """A field whose value must come from an earlier result in the thread, never from the model's
+    imagination: every value found at ``path`` in the results of ``source`` (lists are walked, so
+    ``tags.name`` is the name of every tag). The schema sent offers exactly those values."""
+
+    source: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,10 @@ class Tool:
     mode: Literal["sync", "async"] = "sync"
     requires_approval: ApprovalPolicy = False
     read_only: bool = False
+    requires: tuple[str, ...] = ()
+    grounded: Mapping[str, Grounded] = field(default_factory=dict)
+    freshness: Freshness = "until_change"
+    completes: Completion | None = None
 
     @property
     def name(self) -> str:

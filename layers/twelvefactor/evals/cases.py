@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..core import state
+from ..core import control, state
 from ..core.agent import Agent
 from ..core.errors import TwelvefactorError
 from ..core.events import Event, JsonValue, Thread, dump_event
@@ -181,6 +181,20 @@ class SuiteConfig(_Model):
 
     threshold: float = Field(default=1.0, ge=0, le=1, description="Lowest acceptable overall pass rate")
     repeat: int = Field(default=1, ge=1, le=100, description="Runs per case unless --repeat says otherwise")
+    # A bar per model (by LLM_MODEL's name), so a small local model can gate at its own level while
+    # a hosted one keeps the general bar.
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-model thresholds")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(name for name, rate in value.items() if not 0 <= rate <= 1)
+        if bad:
+            raise ValueError(f"thresholds must be between 0 and 1: {', '.join(bad)}")
+        return value
+
+    def threshold_for(self, model: str) -> float:
+        return self.thresholds.get(model, self.threshold)
 
 
 # --- the shorthand ----------------------------------------------------------------------------
@@ -329,6 +343,8 @@ def why_model_not_asked(agent: Agent, events: Sequence[Event]) -> str | None:
     match next_move(agent, thread):
         case Move.ASK_MODEL:
             return None
+        case Move.COMPLETE:
+            return "the last result ends the turn with a done message code writes, so no model is asked"
         case Move.RUN_TOOL | Move.NONE:
             return f"the thread is {state.status(events).value}, so the reducer would not ask the model"
         case Move.PREFETCH:
@@ -360,6 +376,13 @@ def problems(agent: Agent, case: Case) -> list[str]:
     reason = why_model_not_asked(agent, case.thread)
     if reason is not None:
         found.append(reason)
+        return found
+    # A case may only expect what the reducer would offer there: anything else could never pass.
+    offered = control.offer(agent, case.thread)
+    for expect in case.expect:
+        for name in expect.intent:
+            if name in offered.withheld:
+                found.append(f"expects {name}, which code does not offer here: {offered.withheld[name]}")
     return found
 
 

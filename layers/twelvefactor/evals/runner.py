@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from ..core import control
 from ..core.agent import Agent
 from ..core.errors import LlmError
 from ..core.events import Thread
@@ -163,15 +164,19 @@ class EvalRunner:
 
     def run_case(self, case: Case, *, repeat: int) -> CaseResult:
         thread = Thread(id=EVAL_THREAD_ID, agent=self.agent.name, events=case.thread)
+        # What the reducer would offer at this point: the same schema, prompt and checks as a run.
+        offer = control.offer(self.agent, thread)
         # Rendered once: the prompt is deterministic, so every repeat sends the same request.
-        messages = self.prompts.render(self.agent, thread)
-        attempts = tuple(self._attempt(case, thread, messages) for _ in range(repeat))
+        messages = self.prompts.render(self.agent, thread, offer)
+        attempts = tuple(self._attempt(case, thread, messages, offer) for _ in range(repeat))
         return CaseResult(case=case.name, attempts=attempts)
 
-    def _attempt(self, case: Case, thread: Thread, messages: Sequence[ChatMessage]) -> Attempt:
+    def _attempt(
+        self, case: Case, thread: Thread, messages: Sequence[ChatMessage], offer: control.Offer
+    ) -> Attempt:
         started = self.timer()
         try:
-            reply = self.llm.decide(messages, self.agent.intents)
+            reply = self.llm.decide(messages, offer.intents)
         except LlmError as error:
             if not self._answered:
                 raise ModelNotAsked(f"the model could not be asked: {error}") from error
@@ -182,9 +187,10 @@ class EvalRunner:
         tokens = reply.usage.total_tokens if reply.usage is not None else None
         output = reply.content[:MAX_OUTPUT_CHARS]
         try:
-            answer = self.agent.intents.validate_json(reply.content)
-        except ValidationError as error:
-            failure = f"invalid output: {error.error_count()} validation errors: {error.errors()[0]['msg']}"
+            answer = offer.check(reply.content)
+        except control.InvalidAnswer as error:
+            # The error event the reducer would record: invalid, not offered, or outside a grounded enum.
+            failure = f"refused: {str(error)[:300]}"
             return Attempt(passed=False, failures=(failure,), latency_s=latency, tokens=tokens, output=output)
         met, failures = meeting(case.expect, answer)
         judge_tokens = None

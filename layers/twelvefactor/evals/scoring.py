@@ -113,11 +113,12 @@ class Verdict(Intent):
 
 VERDICT = IntentSet.of((Verdict,))
 
+# No answer format here: the verdict's shape travels with the request in whatever output mode the
+# adapter uses (a strict {"step": ...} wrapper, a grammar, or a function call), as for the agent.
 JUDGE_SYSTEM = """\
 You grade one step taken by an AI agent. You see the conversation so far, the agent's answer and \
-a rubric. Answer "yes" if the answer satisfies the rubric and "no" if it does not, with a \
-one-sentence reason. Reply with one JSON object only, matching this schema:
-{schema}"""
+a rubric. Give the verdict "yes" if the answer satisfies the rubric and "no" if it does not, with \
+a one-sentence reason."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,6 @@ def judge_messages(judge: Judge, answer: Intent, context: str) -> list[ChatMessa
     data = answer.model_dump(mode="json")
     shown = data if judge.field is None else lookup(data, judge.field)
     shown_text = shown if isinstance(shown, str) else json.dumps(shown, indent=2)
-    schema = json.dumps(VERDICT.json_schema(), sort_keys=True)
     user = "\n\n".join(
         [
             f"<conversation>\n{context}\n</conversation>",
@@ -141,7 +141,7 @@ def judge_messages(judge: Judge, answer: Intent, context: str) -> list[ChatMessa
         ]
     )
     return [
-        {"role": "system", "content": JUDGE_SYSTEM.format(schema=schema)},
+        {"role": "system", "content": JUDGE_SYSTEM},
         {"role": "user", "content": user},
     ]
 

@@ -5,11 +5,15 @@ and a repeated key replays the first answer without doing the work twice; bad in
 4xx and changes nothing; and it can fail on demand (``POST /_control/fail {"times": n}``: the next
 n calls answer 503 "Failed to connect to deployment service") so factor 9 can be exercised.
 
-    GET  /tags              git tags, newest first          GET  /customers       known customers
-    GET  /deploys           deploys done so far             GET  /payment_links   links created so far
-    POST /deploys           {service, tag, environment}     POST /payment_links   {customer_id, amount_cents,
-    POST /_control/fail     {times}                                                currency, description}
-    GET  /health
+    GET  /tags            git tags, newest first        GET  /customers      known customers
+    GET  /deploys         deploys done so far           GET  /products       products on sale
+    POST /deploys         {service, tag, environment}   GET  /prices         prices, each of a product
+    POST /_control/fail   {times}                       GET  /payment_links  links created so far
+    GET  /health                                        POST /payment_links  {customer, product, price,
+                                                                              quantity, amount_cents, memo}
+
+A payment link is the seed's ``create_payment_link``: the customer, product and price must exist,
+the price must be the product's, and ``amount_cents`` must be the price times the quantity.
 
 Run it alone with ``python -m twelvefactor.local.fake_services --port 8765``.
 """
@@ -46,11 +50,22 @@ CUSTOMERS: tuple[dict[str, str], ...] = (
     {"id": "cus_jeff", "name": "Jeff Tinker", "email": "jeff@tinkerers.example.com"},
     {"id": "cus_globex", "name": "Globex", "email": "ap@globex.example.com"},
 )
+PRODUCTS: tuple[dict[str, str], ...] = (
+    {"id": "prod_meetup", "name": "AI Tinkerers meetup ticket"},
+    {"id": "prod_workshop", "name": "Agents workshop seat"},
+)
+PRICES: tuple[dict[str, Any], ...] = (
+    {"id": "prc_meetup_standard", "product": "prod_meetup", "unit_amount": 75_000, "currency": "usd"},
+    {"id": "prc_meetup_student", "product": "prod_meetup", "unit_amount": 2_500, "currency": "usd"},
+    {"id": "prc_workshop", "product": "prod_workshop", "unit_amount": 40_000, "currency": "usd"},
+)
 # Which service a path belongs to, for the injected failure's message.
 _SERVICE_OF_PATH = {
     "/tags": "deployment service",
     "/deploys": "deployment service",
     "/customers": "payments service",
+    "/products": "payments service",
+    "/prices": "payments service",
     "/payment_links": "payments service",
 }
 
@@ -68,10 +83,12 @@ class DeployRequest(_Body):
 
 
 class PaymentLinkRequest(_Body):
-    customer_id: str
+    customer: str
+    product: str
+    price: str
+    quantity: int = Field(ge=1, le=100)
     amount_cents: int = Field(gt=0)
-    currency: Literal["usd", "eur", "gbp"]
-    description: str = Field(min_length=1, max_length=200)
+    memo: str = Field(min_length=1, max_length=500)
 
 
 ModelT = TypeVar("ModelT", bound=_Body)
@@ -140,6 +157,10 @@ class FakeServices:
                 return {"tags": list(TAGS)}
             case "/customers":
                 return {"customers": list(CUSTOMERS)}
+            case "/products":
+                return {"products": list(PRODUCTS)}
+            case "/prices":
+                return {"prices": list(PRICES)}
             case "/deploys":
                 return {"deploys": list(self.deploys)}
         return {"payment_links": list(self.payment_links)}
@@ -173,13 +194,30 @@ class FakeServices:
 
     def _create_payment_link(self, raw_body: bytes) -> Answer:
         request = _parse(PaymentLinkRequest, raw_body)
-        if request.customer_id not in {customer["id"] for customer in CUSTOMERS}:
-            raise ClientError(HTTPStatus.NOT_FOUND, f"unknown customer {request.customer_id}")
+        if request.customer not in {customer["id"] for customer in CUSTOMERS}:
+            raise ClientError(HTTPStatus.NOT_FOUND, f"unknown customer {request.customer}")
+        if request.product not in {product["id"] for product in PRODUCTS}:
+            raise ClientError(HTTPStatus.NOT_FOUND, f"unknown product {request.product}")
+        price = next((price for price in PRICES if price["id"] == request.price), None)
+        if price is None:
+            raise ClientError(HTTPStatus.NOT_FOUND, f"unknown price {request.price}")
+        if price["product"] != request.product:
+            raise ClientError(
+                HTTPStatus.UNPROCESSABLE_ENTITY, f"price {request.price} is not a price of {request.product}"
+            )
+        expected = price["unit_amount"] * request.quantity
+        if request.amount_cents != expected:
+            raise ClientError(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                f"amount_cents {request.amount_cents} is not {request.quantity} x {price['unit_amount']}"
+                f" = {expected}",
+            )
         link_id = f"plink_{len(self.payment_links) + 1:04d}"
         link = {
             "id": link_id,
             "url": f"{self.base_url}/pay/{link_id}",
             **request.model_dump(),
+            "currency": price["currency"],
             "status": "active",
         }
         self.payment_links.append(link)

@@ -131,6 +131,8 @@ class LlmEndpoint:
     kind: Literal["provider", "embedded", "scripted"] = "provider"
     # None keeps LLM_TIMEOUT_SECONDS as configured; a small CPU model needs far more than a provider.
     timeout_seconds: float | None = None
+    # None keeps LLM_TEMPERATURE as configured; the embedded model runs at 0 so a demo repeats.
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -502,6 +504,8 @@ class LocalStack:
         }
         if self.llm.timeout_seconds is not None:
             own["LLM_TIMEOUT_SECONDS"] = str(self.llm.timeout_seconds)
+        if self.llm.temperature is not None:
+            own["LLM_TEMPERATURE"] = str(self.llm.temperature)
         return own
 
     def _quiet_moto_access_log(self) -> None:
@@ -739,6 +743,8 @@ def open_llm(
                 kind="embedded",
                 # The first answer includes reading the whole prompt on a shared CPU: minutes, not seconds.
                 timeout_seconds=EMBEDDED_TIMEOUT_SECONDS,
+                # Greedy decoding: the same thread gets the same decision, so `make demo` repeats.
+                temperature=0.0,
             )
         return
     provider_url = None if choice == "default" else choice
