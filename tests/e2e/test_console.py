@@ -123,13 +123,13 @@ def _launch(browser: WebDriver, console_url: str, message: str) -> str:
     return match.group(1)
 
 
-def _deploy_script(scripts: ConversationScripts, text: str, done: str) -> str:
-    return scripts.add(
-        opening(text),
-        intent("list_git_tags"),
-        intent("deploy_backend", tag=NEWEST_TAG, environment="production"),
-        intent("done_for_now", message=done),
-    )
+def _deploy_script(scripts: ConversationScripts, text: str, done: str | None = None) -> str:
+    """Tags, then a production deploy; ``done`` is the model's answer after a rejection (a deploy
+    that ran ends the turn with deploybot's own message: the model is not asked)."""
+    answers = [intent("list_git_tags"), intent("deploy_backend", tag=NEWEST_TAG, environment="production")]
+    if done is not None:
+        answers.append(intent("done_for_now", message=done))
+    return scripts.add(opening(text), *answers)
 
 
 def _deploys(stack: LocalStack) -> list[dict[str, Any]]:
@@ -153,8 +153,8 @@ def _nothing_ran(browser: WebDriver) -> None:
 def test_launch_then_approve_in_the_browser_shows_the_deploy_and_done(
     stack: LocalStack, scripts: ConversationScripts, console_url: str, browser: WebDriver
 ) -> None:
-    # Given a conversation that lists tags, asks to deploy to production, and reports
-    text = _deploy_script(scripts, "Can you deploy the backend?", "Deployed backend v1.2.3 to production.")
+    # Given a conversation that lists tags and asks to deploy to production
+    text = _deploy_script(scripts, "Can you deploy the backend?")
     deploys_before = len(_deploys(stack))
 
     # When a person launches it from the launch form
@@ -175,7 +175,7 @@ def test_launch_then_approve_in_the_browser_shows_the_deploy_and_done(
     approve.click()
 
     # Then the thread shows the deploy's result and done, and the deployment service did deploy
-    _wait_for(browser, "#timeline .summary", "done: Deployed backend v1.2.3 to production.")
+    _wait_for(browser, "#timeline .summary", "done: Deployed backend v1.2.3 to production (deployment ")
     summaries = _summaries(browser)
     assert any(line.startswith("approved") for line in summaries), summaries
     assert any(line.startswith("tool result: deploy_backend") for line in summaries), summaries
@@ -301,7 +301,7 @@ def test_the_exact_request_of_a_decision_is_what_prompt_render_prints(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a thread that decided twice and waits for approval
-    text = _deploy_script(scripts, "Roll out the backend", "Rolled out.")
+    text = _deploy_script(scripts, "Roll out the backend")
     thread_id = _launch(browser, console_url, text)
     _wait_for(browser, "#approve")
 
@@ -329,7 +329,7 @@ def test_cancel_asks_for_confirmation_then_cancels(
     stack: LocalStack, scripts: ConversationScripts, console_url: str, browser: WebDriver
 ) -> None:
     # Given a thread waiting for approval
-    text = _deploy_script(scripts, "Deploy the backend please", "Done.")
+    text = _deploy_script(scripts, "Deploy the backend please")
     thread_id = _launch(browser, console_url, text)
     _wait_for(browser, "#approve")
 
@@ -349,7 +349,7 @@ def test_a_post_without_the_csrf_token_or_from_another_host_changes_nothing(
     stack: LocalStack, scripts: ConversationScripts, console_url: str, browser: WebDriver
 ) -> None:
     # Given a thread waiting for approval
-    text = _deploy_script(scripts, "Deploy the backend today", "Done.")
+    text = _deploy_script(scripts, "Deploy the backend today")
     thread_id = _launch(browser, console_url, text)
     _wait_for(browser, "#approve")
 

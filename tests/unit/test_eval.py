@@ -591,7 +591,7 @@ def test_a_judge_that_cannot_be_asked_makes_the_run_incomplete_not_a_regression(
     def responder(request: dict[str, Any]) -> HttpError | str:
         if "verdict" in json.dumps(request.get("response_format", {})):
             return HttpError(503, "judge overloaded")
-        return json.dumps(RIGHT["ambiguous_request_asks"])
+        return json.dumps({"step": RIGHT["ambiguous_request_asks"]})
 
     with FakeOpenAI(responder=responder) as server:
         llm_env.setenv("OPENAI_BASE_URL", server.base_url)
@@ -620,7 +620,7 @@ def test_a_model_lost_mid_run_makes_the_rates_incomplete_and_exits_2(
     llm_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a model that answers the first attempt rightly, then fails with a 503 (retries are off)
-    right = json.dumps(step("list_git_tags"))
+    right = json.dumps({"step": step("list_git_tags")})
     with FakeOpenAI([right, HttpError(503, "overloaded")]) as server:
         llm_env.setenv("OPENAI_BASE_URL", server.base_url)
 
