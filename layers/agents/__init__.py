@@ -1,4 +1,10 @@
-"""The team's agents. deploybot is the example; payments keeps the registry honest."""
+"""The team's agents: the application this repository runs on the twelvefactor framework.
+
+The framework imports this package (``TWELVEFACTOR_AGENTS``, default ``agents``) and calls
+``build_registry()`` and ``default_prompts_dir()``; nothing in ``twelvefactor`` names an agent.
+Each agent reads its own settings from the environment under its own prefix.
+deploybot is the example; payments keeps the registry honest.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +22,19 @@ LAYER_PROMPTS_DIR = Path("/opt/prompts")
 REPO_PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
 
-def build_registry(settings: AgentSettings | None = None) -> AgentRegistry:
-    settings = settings or AgentSettings()
-    return AgentRegistry([build_deploybot(settings), build_payments(settings)])
+def build_registry() -> AgentRegistry:
+    # `twelvefactor new agent` adds each new agent's builder to this list.
+    return AgentRegistry(
+        [
+            build_deploybot(),
+            build_payments(),
+        ]
+    )
 
 
-def default_prompts_dir(settings: AgentSettings | None = None) -> Path:
+def default_prompts_dir() -> Path:
     """PROMPTS_DIR if set, else the layer's copy when running in Lambda, else the checkout's."""
-    configured = (settings or AgentSettings()).prompts_dir
+    configured = AgentSettings().prompts_dir
     if configured is not None:
         return configured
     return LAYER_PROMPTS_DIR if LAYER_PROMPTS_DIR.is_dir() else REPO_PROMPTS_DIR

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
     from .adapters.ports import HumanChannel
     from .adapters.slack_channel import SlackChannel
+    from .application import Application
 
 logger = Logger(child=True)
 
@@ -219,18 +220,21 @@ class Runtime:
         )
 
     @cached_property
-    def registry(self) -> AgentRegistry:
-        import agents
+    def application(self) -> Application:
+        # The application hands the framework its agents (twelvefactor.application); none is named here.
+        from .application import load
 
-        return agents.build_registry(self.settings(AgentSettings))
+        return load(self.settings(AgentSettings))
+
+    @cached_property
+    def registry(self) -> AgentRegistry:
+        return self.application.build_registry()
 
     @cached_property
     def prompts(self) -> PromptRenderer:
-        import agents
-
         from .core.prompts import JinjaPrompts
 
-        return JinjaPrompts(agents.default_prompts_dir(self.settings(AgentSettings)))
+        return JinjaPrompts(self.application.prompts_dir)
 
     @cached_property
     def llm(self) -> LanguageModel:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -25,6 +25,8 @@ class EnvironmentSettings(BaseModel):
     # defer_build: a class is built when a function first reads it, so each function builds only its
     # own few of these (the Api function never needs LlmSettings, the reducer never SlackSettings).
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
+    # A field with no alias is read from ENV_PREFIX + its name in capitals (see PrefixedSettings).
+    env_prefix: ClassVar[str] = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -33,10 +35,24 @@ class EnvironmentSettings(BaseModel):
             return given
         found = dict(given)
         for name, field in cls.model_fields.items():
-            alias = field.alias or name
-            if name not in found and alias not in found and alias in os.environ:
-                found[alias] = os.environ[alias]
+            key = field.alias or name
+            variable = field.alias or f"{cls.env_prefix}{name}".upper()
+            if name not in found and key not in found and variable in os.environ:
+                found[key] = os.environ[variable]
         return found
+
+
+class PrefixedSettings(EnvironmentSettings):
+    """The base of an agent's own settings: each field is read from the variable named by the
+    class's ``env_prefix`` and the field's name, e.g. ``service_url`` of a class whose prefix is
+    ``ONCALL_`` from ``ONCALL_SERVICE_URL``. The framework's settings name no agent; an agent owns
+    its service URLs, timeouts and secret ARNs this way (docs/configuration.md)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Checked at import: a prefix that is not an environment variable's prefix would read nothing.
+        if cls.env_prefix and not (cls.env_prefix.isupper() and cls.env_prefix.endswith("_")):
+            raise TypeError(f"{cls.__name__}.env_prefix must be capitals ending in _, e.g. ONCALL_")
 
 
 class LlmSettings(EnvironmentSettings):
@@ -54,11 +70,16 @@ class LlmSettings(EnvironmentSettings):
 
 
 class AgentSettings(EnvironmentSettings):
+    """Where the framework finds the application's agents. Each agent's own settings (its services,
+    timeouts, secrets) are the agent's: see PrefixedSettings."""
+
     prompts_dir: Path | None = Field(default=None, alias="PROMPTS_DIR")
-    deploy_service_url: str = Field(default="http://127.0.0.1:8765", alias="DEPLOY_SERVICE_URL")
-    payments_service_url: str = Field(default="http://127.0.0.1:8765", alias="PAYMENTS_SERVICE_URL")
-    # A tool call that hangs would hold the reducer Lambda until its own timeout; fail fast instead.
-    tool_timeout_seconds: float = Field(default=10.0, gt=0, le=60, alias="TOOL_TIMEOUT_SECONDS")
+    # The importable module that hands the framework its agents (twelvefactor.application).
+    agents_module: str = Field(
+        default="agents",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        alias="TWELVEFACTOR_AGENTS",
+    )
 
 
 class StoreSettings(EnvironmentSettings):

@@ -258,7 +258,7 @@ def stack_fixture(
             "WEBHOOK_SECRET": WEBHOOK_SECRET,
             # As the local stack does: the webhook receivers here listen on loopback, over HTTP.
             "WEBHOOK_ALLOW_LOOPBACK": "true",
-            "DEPLOY_SERVICE_URL": deploy_service_url,
+            "DEPLOYBOT_SERVICE_URL": deploy_service_url,
             "PAYMENTS_SERVICE_URL": deploy_service_url,
             "POWERTOOLS_SERVICE_NAME": "twelvefactor-test",
             "EVENTBRIDGE_LAUNCH_RULES": "Deployment Requested=deploybot",
