@@ -116,7 +116,12 @@ def named_commands() -> dict[str, set[tuple[str, str]]]:
 def test_every_settings_variable_is_in_configuration_md() -> None:
     # Given every environment variable the settings classes read
     names = settings_env_vars()
-    assert {"THREADS_TABLE", "OPENAI_API_KEY_SECRET_ARN", "TWELVEFACTOR_API_URL", "DEPLOYBOT_SERVICE_URL"} <= names
+    assert {
+        "THREADS_TABLE",
+        "OPENAI_API_KEY_SECRET_ARN",
+        "TWELVEFACTOR_API_URL",
+        "DEPLOYBOT_SERVICE_URL",
+    } <= names
     # When configuration.md is searched for each as code
     text = CONFIGURATION.read_text(encoding="utf-8")
     missing = sorted(name for name in names if not documented(name, text))
