@@ -23,11 +23,11 @@ REPO_PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
 
 def build_registry() -> AgentRegistry:
-    # `twelvefactor new agent` adds each new agent's builder to this list.
     return AgentRegistry(
         [
             build_deploybot(),
             build_payments(),
+            # twelvefactor new agent: agents above this line
         ]
     )
 

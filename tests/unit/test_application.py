@@ -68,9 +68,7 @@ def test_the_framework_names_no_agent() -> None:
     assert not [v for v in variables if any(agent in v for agent in ("deploy", "payment", "oncall"))]
 
 
-def test_the_configured_module_hands_over_its_agents(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_configured_module_hands_over_its_agents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given another application on the path, with one agent of its own and its own prompts
     package = tmp_path / "otherapp"
     package.mkdir()
