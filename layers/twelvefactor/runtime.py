@@ -354,9 +354,9 @@ class Runtime:
         With a ``launch_key`` (the source's own id) the thread id is derived from it, so a repeat
         finds the same thread and only re-issues the (deterministically named, idempotent) start.
         """
-        self.registry.get(agent)  # UnknownAgent before anything is written
+        # UnknownAgent before anything is written
+        reply_to = reply_to or self.registry.get(agent).human_channel or NoReplyRef()
         thread_id = _thread_id_for(launch_key)
-        reply_to = reply_to or NoReplyRef()
         events = replies.launch(text, at=self.clock(), channel=channel, sender=sender)
         meta = ThreadMeta(thread_id=thread_id, agent=agent, created_at=self.clock(), channel=reply_to)
         try:
@@ -367,7 +367,8 @@ class Runtime:
             # A repeat of a launch that got this far before: finish it, start nothing twice.
             self.workflow.start(thread_id, 0)
             return Launched(thread_id, created=False)
-        if isinstance(reply_to, SlackRef | EmailRef):
+        # A Slack conversation the agent opens itself has no thread yet to link.
+        if isinstance(reply_to, EmailRef) or (isinstance(reply_to, SlackRef) and reply_to.thread_ts):
             self.store.link(reply_to.correlation_key, thread_id)
         self.workflow.start(thread_id, 0)
         logger.info("thread launched", extra={"thread_id": thread_id, "agent": agent, "channel": channel})
