@@ -14,6 +14,7 @@ from twelvefactor.core.agent import AgentRegistry
 from twelvefactor.settings import AgentSettings
 
 from .deploybot import build_deploybot
+from .oncall import build_oncall
 from .payments import build_payments
 
 # Where the Lambda layer puts the templates (the layer's content is mounted under /opt).
@@ -27,6 +28,7 @@ def build_registry() -> AgentRegistry:
         [
             build_deploybot(),
             build_payments(),
+            build_oncall(),
             # twelvefactor new agent: agents above this line
         ]
     )
