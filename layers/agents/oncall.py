@@ -1,58 +1,96 @@
-"""oncall: TODO, one line on what this agent does and for whom.
+"""oncall: a CloudWatch alarm fires; the agent looks up recent deploys, asks the on-call person in
+Slack whether to roll the suspect one back, and rolls back only when they approve.
 
-Written by `twelvefactor new agent oncall`. The agent is plain code: intents (what the model may
-choose, one pydantic model each), tools (an intent plus a deterministic executor and its policy:
-read-only, needs approval) and the agent's budget. Its settings are its own, read from the
-environment under ONCALL_ (docs/configuration.md).
+Written by `twelvefactor new agent oncall`, then filled in. The agent is plain code: the recent
+deploys are pre-fetched before the model is first asked (factor 13), so the model sees them and
+never guesses an id; a rollback always waits for a person's Approve or Reject in the on-call Slack
+channel (the approval gate, factor 7). Its settings are its own, read from the environment under
+ONCALL_ (docs/configuration.md).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from twelvefactor.core.agent import Agent
-from twelvefactor.core.events import JsonValue
+from twelvefactor.core.channels import SlackRef
+from twelvefactor.core.events import JsonValue, Thread
 from twelvefactor.core.tools import Intent, Tool, ToolContext
 from twelvefactor.settings import PrefixedSettings
 
 from ._service import ServiceClient
 
 NAME = "oncall"
-DESCRIPTION = "TODO: an assistant that looks records up."
+DESCRIPTION = (
+    "an on-call assistant: when an alarm fires it checks recent deploys and offers to roll back "
+    "the suspect one."
+)
+
+# The deployment service's own ids only: nothing it could read as a path or an option.
+DeploymentId = Annotated[str, StringConstraints(pattern=r"^dep-[0-9]{1,8}$")]
+# Empty when not configured (the template's default).
+SlackId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{0,20}$")]
 
 
 class OncallSettings(PrefixedSettings):
-    """oncall's own settings: ONCALL_SERVICE_URL, ONCALL_TIMEOUT_SECONDS."""
+    """oncall's own settings: ONCALL_SERVICE_URL, ONCALL_TIMEOUT_SECONDS, and the Slack
+    conversation the on-call person answers in: ONCALL_SLACK_TEAM_ID, ONCALL_SLACK_CHANNEL_ID."""
 
     env_prefix = "ONCALL_"
-    # Empty until the agent has a service: the executor stub answers by itself meanwhile.
-    service_url: str = ""
+    service_url: str = "http://127.0.0.1:8765"
     # A tool call that hangs would hold the reducer Lambda until its own timeout; fail fast instead.
     timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Without both, an alarm's thread has no one to ask and waits for an API answer.
+    slack_team_id: SlackId = ""
+    slack_channel_id: SlackId = ""
 
 
-class LookUp(Intent):
-    """Look up records matching a short query."""
+class ListRecentDeploys(Intent):
+    """List the latest deploys, newest first, each with the tag it replaced."""
 
-    intent: Literal["look_up"] = "look_up"
-    query: str = Field(min_length=1, max_length=200, description="What to look up, in a few words")
+    intent: Literal["list_recent_deploys"] = "list_recent_deploys"
+
+
+class RollBack(Intent):
+    """Roll one deploy back to the tag it replaced. The on-call person approves it first."""
+
+    intent: Literal["roll_back"] = "roll_back"
+    deployment_id: DeploymentId = Field(
+        description="The deploy to undo, exactly as list_recent_deploys returned it, e.g. dep-0001"
+    )
+    reason: str = Field(min_length=1, max_length=300, description="Why this deploy is the suspect")
+
+
+def prefetch_recent_deploys(_thread: Thread) -> Sequence[Intent]:
+    return [ListRecentDeploys()]
 
 
 def build_oncall(settings: OncallSettings | None = None) -> Agent:
     settings = settings or OncallSettings()
-    service = ServiceClient("oncall service", settings.service_url, settings.timeout_seconds)
+    service = ServiceClient("deployment service", settings.service_url, settings.timeout_seconds)
 
-    def look_up(call: LookUp, _ctx: ToolContext) -> JsonValue:
-        if not settings.service_url:
-            # The stub: an honest empty answer, so the agent runs before its service exists.
-            return {"query": call.query, "records": [], "stub": True}
-        return service.get(f"/records?query={call.query}")
+    def list_recent_deploys(_call: ListRecentDeploys, _ctx: ToolContext) -> JsonValue:
+        return service.get("/deploys/recent")
 
+    def roll_back(call: RollBack, ctx: ToolContext) -> JsonValue:
+        body = {"deployment_id": call.deployment_id}
+        return service.post("/rollbacks", body, idempotency_key=ctx.idempotency_key)
+
+    on_call = None
+    if settings.slack_team_id and settings.slack_channel_id:
+        on_call = SlackRef(team_id=settings.slack_team_id, channel_id=settings.slack_channel_id)
     return Agent(
         name=NAME,
         description=DESCRIPTION,
-        tools=(Tool(LookUp, look_up, read_only=True),),
-        max_steps=8,
+        tools=(
+            Tool(ListRecentDeploys, list_recent_deploys, read_only=True),
+            # The policy is code: every rollback waits for a yes from the on-call person.
+            Tool(RollBack, roll_back, requires_approval=True),
+        ),
+        prefetch=prefetch_recent_deploys,
+        human_channel=on_call,
+        max_steps=6,
     )

@@ -294,9 +294,9 @@ def test_an_unclear_request_asks_a_human_instead_of_deploying(service_url: str) 
 # --- the registry and the prompts ---------------------------------------------------------------
 
 
-def test_the_registry_holds_both_agents_and_refuses_unknown_names() -> None:
+def test_the_registry_holds_every_agent_and_refuses_unknown_names() -> None:
     registry = build_registry()
-    assert registry.names == ("deploybot", "payments")
+    assert registry.names == ("deploybot", "payments", "oncall")
     with pytest.raises(UnknownAgent):
         registry.get("nobody")
 
@@ -328,7 +328,7 @@ def sample_thread(agent: str) -> Thread:
     return Thread(id="thread-1", agent=agent, events=tuple(events))
 
 
-@pytest.mark.parametrize("name", ["deploybot", "payments"])
+@pytest.mark.parametrize("name", ["deploybot", "payments", "oncall"])
 def test_each_template_renders_the_thread_and_every_intent_with_its_fields(name: str) -> None:
     # Given an agent and a thread with an untrusted, secret-bearing message
     agent = build_registry().get(name)

@@ -71,7 +71,7 @@ def test_new_agent_writes_a_registered_agent_that_runs(app: Path) -> None:
         "print(agents.build_registry().names, ReleaseNotesSettings().timeout_seconds)\n"
     )
     built = run(app, "-c", script)
-    assert built.stdout.strip() == "('deploybot', 'payments', 'release_notes') 3.0", built.stderr
+    assert built.stdout.strip() == "('deploybot', 'payments', 'oncall', 'release_notes') 3.0", built.stderr
     # And its eval cases load and its prompt renders with the new intent
     exported = run(app, "-m", "twelvefactor.cli", "eval", "release_notes", "--export-threads", "threads")
     assert exported.returncode == 0, exported.stderr
