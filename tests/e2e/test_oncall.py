@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from twelvefactor.triggers.slack import APPROVE_ACTION, REJECT_ACTION
 pytestmark = pytest.mark.e2e
 
 ONCALL_CHANNEL = "CONCALL"
+SAMPLE = Path(__file__).resolve().parents[2] / "events" / "eventbridge-alarm.json"
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +59,9 @@ def rollbacks(stack: LocalStack) -> list[dict[str, Any]]:
 def alarm_fires(stack: LocalStack, alarm: str) -> dict[str, Any]:
     """What an EventBridge rule on the default bus does with an alarm's state change: invoke the
     EventBridge function with the event (through moto's Lambda API, so the real handler runs)."""
-    event = {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "CloudWatch Alarm State Change",
-        "source": "aws.cloudwatch",
-        "account": "123456789012",
-        "time": "2026-12-04T16:40:00Z",
-        "region": "us-east-1",
-        "resources": [f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm}"],
-        "detail": {
-            "alarmName": alarm,
-            "state": {"value": "ALARM", "reason": "Threshold Crossed: 5xx rate 12% > 5%"},
-            "previousState": {"value": "OK"},
-        },
-    }
+    event = json.loads(SAMPLE.read_text(encoding="utf-8"))  # events/eventbridge-alarm.json
+    event["id"] = str(uuid.uuid4())
+    event["detail"]["alarmName"] = alarm
     answer = aws(stack, "lambda").invoke(
         FunctionName=stack.function_arn("EventBridgeFunction"), Payload=json.dumps(event).encode()
     )
