@@ -354,8 +354,8 @@ class Runtime:
         With a ``launch_key`` (the source's own id) the thread id is derived from it, so a repeat
         finds the same thread and only re-issues the (deterministically named, idempotent) start.
         """
-        # UnknownAgent before anything is written
-        reply_to = reply_to or self.registry.get(agent).human_channel or NoReplyRef()
+        launched_agent = self.registry.get(agent)  # UnknownAgent before anything is written
+        reply_to = reply_to or launched_agent.human_channel or NoReplyRef()
         thread_id = _thread_id_for(launch_key)
         events = replies.launch(text, at=self.clock(), channel=channel, sender=sender)
         meta = ThreadMeta(thread_id=thread_id, agent=agent, created_at=self.clock(), channel=reply_to)

@@ -110,7 +110,9 @@ class SlackSettings(EnvironmentSettings):
     bot_token_arn: str | None = Field(default=None, alias="SLACK_BOT_TOKEN_ARN")
     # Where the Web API lives; the local stack points this at its Slack stand-in.
     api_base_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_BASE_URL")
-    default_agent: str = Field(default="deploybot", alias="SLACK_DEFAULT_AGENT")
+    # Which agent is the application's choice (template.yaml's SlackDefaultAgent); none here, since the
+    # framework names no agent. Empty: a new conversation is told that no agent answers there.
+    default_agent: str = Field(default="", alias="SLACK_DEFAULT_AGENT")
     # Comma-separated Slack user ids allowed to approve; empty means nobody can approve from Slack.
     allowed_responders: str = Field(default="", alias="SLACK_ALLOWED_RESPONDERS")
     operations_channel: str | None = Field(default=None, alias="SLACK_OPERATIONS_CHANNEL")
@@ -120,7 +122,7 @@ class EmailSettings(EnvironmentSettings):
     # Comma-separated addresses or @domains allowed to talk to agents by email.
     allowed_senders: str = Field(default="", alias="EMAIL_ALLOWED_SENDERS")
     from_address: str = Field(default="agent@example.com", alias="EMAIL_FROM_ADDRESS")
-    default_agent: str = Field(default="deploybot", alias="EMAIL_DEFAULT_AGENT")
+    default_agent: str = Field(default="", alias="EMAIL_DEFAULT_AGENT")  # as SlackSettings.default_agent
 
 
 class WebhookSettings(EnvironmentSettings):
@@ -133,7 +135,8 @@ class WebhookSettings(EnvironmentSettings):
 
 class EventBridgeSettings(EnvironmentSettings):
     # Comma-separated "detail-type=agent" pairs; a detail-type not listed is ignored.
-    launch_rules: str = Field(default="Deployment Requested=deploybot", alias="EVENTBRIDGE_LAUNCH_RULES")
+    # The application's (template.yaml's EventBridgeLaunchRules); none by default.
+    launch_rules: str = Field(default="", alias="EVENTBRIDGE_LAUNCH_RULES")
 
 
 class TracingSettings(EnvironmentSettings):

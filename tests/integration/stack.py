@@ -261,7 +261,10 @@ def stack_fixture(
             "DEPLOYBOT_SERVICE_URL": deploy_service_url,
             "PAYMENTS_SERVICE_URL": deploy_service_url,
             "POWERTOOLS_SERVICE_NAME": "twelvefactor-test",
+            # As template.yaml sets them: the framework's own defaults name no agent.
             "EVENTBRIDGE_LAUNCH_RULES": "Deployment Requested=deploybot",
+            "SLACK_DEFAULT_AGENT": "deploybot",
+            "EMAIL_DEFAULT_AGENT": "deploybot",
         }.items():
             monkeypatch.setenv(name, value)
         for name in (
