@@ -57,15 +57,15 @@ def test_the_framework_names_no_agent() -> None:
                 imported |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    variables = {
-        (field.alias or name).lower()
+    named = {
+        f"{field.alias or name}={field.default}".lower()
         for kind in vars(settings).values()
         if isinstance(kind, type) and issubclass(kind, settings.EnvironmentSettings)
         for name, field in kind.model_fields.items()
     }
-    # Then none imports the application, and no framework setting is an agent's
+    # Then none imports the application, and no framework setting is an agent's or defaults to one
     assert "agents" not in imported
-    assert not [v for v in variables if any(agent in v for agent in ("deploy", "payment", "oncall"))]
+    assert not [n for n in named if any(agent in n for agent in ("deploy", "payment", "oncall"))]
 
 
 def test_the_configured_module_hands_over_its_agents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
