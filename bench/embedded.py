@@ -265,16 +265,15 @@ def without_control_flow(agent: Any) -> Any:
 def _run_task(model: Any, prompts: Any, text: str, expected: dict[str, str], config: str) -> dict[str, Any]:
     import httpx
 
-    from agents import build_registry
+    from agents.deploybot import DeploybotSettings, build_deploybot
     from twelvefactor.core import replies, state
     from twelvefactor.core.events import Done, Error, Thread
     from twelvefactor.core.ports import Ports
     from twelvefactor.core.reducer import run_until_paused
     from twelvefactor.local.fake_services import run_fake_services
-    from twelvefactor.settings import AgentSettings
 
     with run_fake_services() as url:
-        agent = build_registry(AgentSettings(deploy_service_url=url)).get("deploybot")
+        agent = build_deploybot(DeploybotSettings(service_url=url))
         agent = agent if config == "after" else without_control_flow(agent)
         recording = _Recording(model)
         ports = Ports(llm=recording, prompts=prompts)

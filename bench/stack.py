@@ -93,6 +93,7 @@ class Stack:
             "OPENAI_API_KEY": "bench",
             "LLM_MODEL": "fake-model",
             "DEPLOY_SERVICE_URL": self.services_url,
+            "DEPLOYBOT_SERVICE_URL": self.services_url,
             "THREADS_TABLE": tables["ours"],
             "PAYLOAD_BUCKET": tables["bucket"],
             "CHECKPOINT_TABLE": tables["peer"],

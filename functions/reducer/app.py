@@ -25,6 +25,9 @@ logger = Logger()
 tracer = tracing.tracer()
 metrics = Metrics(namespace="Twelvefactor")
 runtime.current().require(StoreSettings, AgentSettings, LlmSettings, WaitSettings)
+# The agents, each validating its own settings (ONCALL_..., DEPLOYBOT_...): a bad value fails the init,
+# and SnapStart's snapshot holds the imported agents.
+runtime.current().registry  # noqa: B018
 
 
 class ReduceRequest(BaseModel):

@@ -1,4 +1,10 @@
-"""The team's agents. deploybot is the example; payments keeps the registry honest."""
+"""The team's agents: the application this repository runs on the twelvefactor framework.
+
+The framework imports this package (``TWELVEFACTOR_AGENTS``, default ``agents``) and calls
+``build_registry()`` and ``default_prompts_dir()``; nothing in ``twelvefactor`` names an agent.
+Each agent reads its own settings from the environment under its own prefix.
+deploybot is the example; payments keeps the registry honest.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from twelvefactor.core.agent import AgentRegistry
 from twelvefactor.settings import AgentSettings
 
 from .deploybot import build_deploybot
+from .oncall import build_oncall
 from .payments import build_payments
 
 # Where the Lambda layer puts the templates (the layer's content is mounted under /opt).
@@ -16,14 +23,20 @@ LAYER_PROMPTS_DIR = Path("/opt/prompts")
 REPO_PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
 
-def build_registry(settings: AgentSettings | None = None) -> AgentRegistry:
-    settings = settings or AgentSettings()
-    return AgentRegistry([build_deploybot(settings), build_payments(settings)])
+def build_registry() -> AgentRegistry:
+    return AgentRegistry(
+        [
+            build_deploybot(),
+            build_payments(),
+            build_oncall(),
+            # twelvefactor new agent: agents above this line
+        ]
+    )
 
 
-def default_prompts_dir(settings: AgentSettings | None = None) -> Path:
+def default_prompts_dir() -> Path:
     """PROMPTS_DIR if set, else the layer's copy when running in Lambda, else the checkout's."""
-    configured = (settings or AgentSettings()).prompts_dir
+    configured = AgentSettings().prompts_dir
     if configured is not None:
         return configured
     return LAYER_PROMPTS_DIR if LAYER_PROMPTS_DIR.is_dir() else REPO_PROMPTS_DIR

@@ -17,7 +17,7 @@ from pydantic import Field, StringConstraints
 from twelvefactor.core.agent import Agent
 from twelvefactor.core.events import JsonValue
 from twelvefactor.core.tools import Executor, Grounded, Intent, Tool, ToolContext
-from twelvefactor.settings import AgentSettings
+from twelvefactor.settings import PrefixedSettings
 
 from ._service import ServiceClient
 
@@ -76,8 +76,18 @@ def deployed(call: DeployBackend | DeployFrontend, result: JsonValue) -> str:
     return f"Deployed {service} {call.tag} to {call.environment}{where}."
 
 
-def build_deploybot(settings: AgentSettings) -> Agent:
-    service = ServiceClient("deployment service", settings.deploy_service_url, settings.tool_timeout_seconds)
+class DeploybotSettings(PrefixedSettings):
+    """deploybot's own settings: DEPLOYBOT_SERVICE_URL, DEPLOYBOT_TIMEOUT_SECONDS."""
+
+    env_prefix = "DEPLOYBOT_"
+    service_url: str = "http://127.0.0.1:8765"
+    # A tool call that hangs would hold the reducer Lambda until its own timeout; fail fast instead.
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+
+def build_deploybot(settings: DeploybotSettings | None = None) -> Agent:
+    settings = settings or DeploybotSettings()
+    service = ServiceClient("deployment service", settings.service_url, settings.timeout_seconds)
 
     def list_git_tags(_call: ListGitTags, _ctx: ToolContext) -> JsonValue:
         return service.get("/tags")

@@ -21,7 +21,7 @@ from pydantic import Field, StringConstraints
 from twelvefactor.core.agent import Agent
 from twelvefactor.core.events import JsonValue, Thread
 from twelvefactor.core.tools import Executor, Grounded, Intent, Tool, ToolContext
-from twelvefactor.settings import AgentSettings
+from twelvefactor.settings import PrefixedSettings
 
 from ._service import ServiceClient
 
@@ -85,8 +85,17 @@ def link_created(call: CreatePaymentLink, result: JsonValue) -> str:
     return f"Created a payment link for {call.customer} ({call.quantity} x {call.product}, {amount}){where}"
 
 
-def build_payments(settings: AgentSettings) -> Agent:
-    service = ServiceClient("payments service", settings.payments_service_url, settings.tool_timeout_seconds)
+class PaymentsSettings(PrefixedSettings):
+    """The payments agent's own settings: PAYMENTS_SERVICE_URL, PAYMENTS_TIMEOUT_SECONDS."""
+
+    env_prefix = "PAYMENTS_"
+    service_url: str = "http://127.0.0.1:8765"
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+
+def build_payments(settings: PaymentsSettings | None = None) -> Agent:
+    settings = settings or PaymentsSettings()
+    service = ServiceClient("payments service", settings.service_url, settings.timeout_seconds)
 
     def lookup(path: str) -> Executor:
         def execute(_call: Intent, _ctx: ToolContext) -> JsonValue:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("local", "run the whole application on this machine: `twelvefactor local up`"),
     "threads": ("threads", "launch, list, show and answer threads over the REST API"),
     "console": ("console", "threads in a browser: timeline, exact requests, approve, cancel, launch"),
+    "new": ("new", "scaffold a new agent: `twelvefactor new agent NAME`"),
     "demo": ("demo", "deploybot end to end on the local stack (what `make demo` runs)"),
 }
 

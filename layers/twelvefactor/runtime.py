@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
     from .adapters.ports import HumanChannel
     from .adapters.slack_channel import SlackChannel
+    from .application import Application
 
 logger = Logger(child=True)
 
@@ -219,22 +220,22 @@ class Runtime:
         )
 
     @cached_property
-    def registry(self) -> AgentRegistry:
-        import agents
+    def application(self) -> Application:
+        # The application hands the framework its agents (twelvefactor.application); none is named here.
+        from .application import load
 
-        return agents.build_registry(self.settings(AgentSettings))
+        return load(self.settings(AgentSettings))
+
+    @cached_property
+    def registry(self) -> AgentRegistry:
+        return self.application.build_registry()
 
     @cached_property
     def prompts(self) -> PromptRenderer:
-        import agents
-
         from .core.prompts import JinjaPrompts
 
         # The prompt words the answer for the output mode the adapter uses.
-        return JinjaPrompts(
-            agents.default_prompts_dir(self.settings(AgentSettings)),
-            output_mode=self.settings(LlmSettings).output_mode,
-        )
+        return JinjaPrompts(self.application.prompts_dir, output_mode=self.settings(LlmSettings).output_mode)
 
     @cached_property
     def llm(self) -> LanguageModel:
@@ -354,9 +355,9 @@ class Runtime:
         With a ``launch_key`` (the source's own id) the thread id is derived from it, so a repeat
         finds the same thread and only re-issues the (deterministically named, idempotent) start.
         """
-        self.registry.get(agent)  # UnknownAgent before anything is written
+        launched_agent = self.registry.get(agent)  # UnknownAgent before anything is written
+        reply_to = reply_to or launched_agent.human_channel or NoReplyRef()
         thread_id = _thread_id_for(launch_key)
-        reply_to = reply_to or NoReplyRef()
         events = replies.launch(text, at=self.clock(), channel=channel, sender=sender)
         meta = ThreadMeta(thread_id=thread_id, agent=agent, created_at=self.clock(), channel=reply_to)
         try:
@@ -367,7 +368,8 @@ class Runtime:
             # A repeat of a launch that got this far before: finish it, start nothing twice.
             self.workflow.start(thread_id, 0)
             return Launched(thread_id, created=False)
-        if isinstance(reply_to, SlackRef | EmailRef):
+        # A Slack conversation the agent opens itself has no thread yet to link.
+        if isinstance(reply_to, EmailRef) or (isinstance(reply_to, SlackRef) and reply_to.thread_ts):
             self.store.link(reply_to.correlation_key, thread_id)
         self.workflow.start(thread_id, 0)
         logger.info("thread launched", extra={"thread_id": thread_id, "agent": agent, "channel": channel})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -25,6 +25,8 @@ class EnvironmentSettings(BaseModel):
     # defer_build: a class is built when a function first reads it, so each function builds only its
     # own few of these (the Api function never needs LlmSettings, the reducer never SlackSettings).
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
+    # A field with no alias is read from ENV_PREFIX + its name in capitals (see PrefixedSettings).
+    env_prefix: ClassVar[str] = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -33,10 +35,24 @@ class EnvironmentSettings(BaseModel):
             return given
         found = dict(given)
         for name, field in cls.model_fields.items():
-            alias = field.alias or name
-            if name not in found and alias not in found and alias in os.environ:
-                found[alias] = os.environ[alias]
+            key = field.alias or name
+            variable = field.alias or f"{cls.env_prefix}{name}".upper()
+            if name not in found and key not in found and variable in os.environ:
+                found[key] = os.environ[variable]
         return found
+
+
+class PrefixedSettings(EnvironmentSettings):
+    """The base of an agent's own settings: each field is read from the variable named by the
+    class's ``env_prefix`` and the field's name, e.g. ``service_url`` of a class whose prefix is
+    ``ONCALL_`` from ``ONCALL_SERVICE_URL``. The framework's settings name no agent; an agent owns
+    its service URLs, timeouts and secret ARNs this way (docs/configuration.md)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Checked at import: a prefix that is not an environment variable's prefix would read nothing.
+        if cls.env_prefix and not (cls.env_prefix.isupper() and cls.env_prefix.endswith("_")):
+            raise TypeError(f"{cls.__name__}.env_prefix must be capitals ending in _, e.g. ONCALL_")
 
 
 class LlmSettings(EnvironmentSettings):
@@ -54,11 +70,16 @@ class LlmSettings(EnvironmentSettings):
 
 
 class AgentSettings(EnvironmentSettings):
+    """Where the framework finds the application's agents. Each agent's own settings (its services,
+    timeouts, secrets) are the agent's: see PrefixedSettings."""
+
     prompts_dir: Path | None = Field(default=None, alias="PROMPTS_DIR")
-    deploy_service_url: str = Field(default="http://127.0.0.1:8765", alias="DEPLOY_SERVICE_URL")
-    payments_service_url: str = Field(default="http://127.0.0.1:8765", alias="PAYMENTS_SERVICE_URL")
-    # A tool call that hangs would hold the reducer Lambda until its own timeout; fail fast instead.
-    tool_timeout_seconds: float = Field(default=10.0, gt=0, le=60, alias="TOOL_TIMEOUT_SECONDS")
+    # The importable module that hands the framework its agents (twelvefactor.application).
+    agents_module: str = Field(
+        default="agents",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        alias="TWELVEFACTOR_AGENTS",
+    )
 
 
 class StoreSettings(EnvironmentSettings):
@@ -89,7 +110,9 @@ class SlackSettings(EnvironmentSettings):
     bot_token_arn: str | None = Field(default=None, alias="SLACK_BOT_TOKEN_ARN")
     # Where the Web API lives; the local stack points this at its Slack stand-in.
     api_base_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_BASE_URL")
-    default_agent: str = Field(default="deploybot", alias="SLACK_DEFAULT_AGENT")
+    # Which agent is the application's choice (template.yaml's SlackDefaultAgent); none here, since the
+    # framework names no agent. Empty: a new conversation is told that no agent answers there.
+    default_agent: str = Field(default="", alias="SLACK_DEFAULT_AGENT")
     # Comma-separated Slack user ids allowed to approve; empty means nobody can approve from Slack.
     allowed_responders: str = Field(default="", alias="SLACK_ALLOWED_RESPONDERS")
     operations_channel: str | None = Field(default=None, alias="SLACK_OPERATIONS_CHANNEL")
@@ -99,7 +122,7 @@ class EmailSettings(EnvironmentSettings):
     # Comma-separated addresses or @domains allowed to talk to agents by email.
     allowed_senders: str = Field(default="", alias="EMAIL_ALLOWED_SENDERS")
     from_address: str = Field(default="agent@example.com", alias="EMAIL_FROM_ADDRESS")
-    default_agent: str = Field(default="deploybot", alias="EMAIL_DEFAULT_AGENT")
+    default_agent: str = Field(default="", alias="EMAIL_DEFAULT_AGENT")  # as SlackSettings.default_agent
 
 
 class WebhookSettings(EnvironmentSettings):
@@ -112,7 +135,8 @@ class WebhookSettings(EnvironmentSettings):
 
 class EventBridgeSettings(EnvironmentSettings):
     # Comma-separated "detail-type=agent" pairs; a detail-type not listed is ignored.
-    launch_rules: str = Field(default="Deployment Requested=deploybot", alias="EVENTBRIDGE_LAUNCH_RULES")
+    # The application's (template.yaml's EventBridgeLaunchRules); none by default.
+    launch_rules: str = Field(default="", alias="EVENTBRIDGE_LAUNCH_RULES")
 
 
 class TracingSettings(EnvironmentSettings):

@@ -258,10 +258,13 @@ def stack_fixture(
             "WEBHOOK_SECRET": WEBHOOK_SECRET,
             # As the local stack does: the webhook receivers here listen on loopback, over HTTP.
             "WEBHOOK_ALLOW_LOOPBACK": "true",
-            "DEPLOY_SERVICE_URL": deploy_service_url,
+            "DEPLOYBOT_SERVICE_URL": deploy_service_url,
             "PAYMENTS_SERVICE_URL": deploy_service_url,
             "POWERTOOLS_SERVICE_NAME": "twelvefactor-test",
+            # As template.yaml sets them: the framework's own defaults name no agent.
             "EVENTBRIDGE_LAUNCH_RULES": "Deployment Requested=deploybot",
+            "SLACK_DEFAULT_AGENT": "deploybot",
+            "EMAIL_DEFAULT_AGENT": "deploybot",
         }.items():
             monkeypatch.setenv(name, value)
         for name in (

@@ -97,3 +97,31 @@ def test_a_trigger_builds_its_agents_without_loading_httpx(handler: str) -> None
     loaded = _loaded_after_import(handler, blocked=(), environment=environment, then=first_call)
     # Then httpx is still not loaded: only the tools' executors send HTTP, and they run in the Reducer
     assert loaded == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "cold_start_fails"),
+    [("ONCALL_TIMEOUT_SECONDS", "600", True), ("ONCALL_TIMEOUT_SECONDS", "5", False)],
+)
+def test_an_agents_bad_setting_fails_the_reducers_cold_start(
+    variable: str, value: str, cold_start_fails: bool
+) -> None:
+    # Given the Reducer's environment with one of an agent's own variables set
+    code = PROBE.format(
+        blocked=(), path=str(ROOT / "functions/reducer/app.py"), watched=NEVER_AT_IMPORT, then=""
+    )
+    inherited = {n: v for n, v in os.environ.items() if not n.startswith(("AWS_", "POWERTOOLS_", "ONCALL_"))}
+    # When the handler is imported, as Lambda's init does
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**inherited, **HANDLER_ENVIRONMENT, "POWERTOOLS_TRACE_DISABLED": "true", variable: value},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Then a value the agent's settings refuse fails the init, naming the field; a good one does not
+    assert (done.returncode != 0) == cold_start_fails, done.stderr
+    if cold_start_fails:
+        assert "OncallSettings" in done.stderr and "timeout_seconds" in done.stderr

@@ -99,7 +99,7 @@ def emitted(
     _reduce(stack, approved)
     assert stack.events(approved)[-1].type == "done"
     # A thread whose tool cannot reach its service (a tool error), then a failed wait (escalation)
-    monkeypatch.setenv("DEPLOY_SERVICE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("DEPLOYBOT_SERVICE_URL", "http://127.0.0.1:9")
     stack.script(intent("list_git_tags"), intent("deploy_backend", **DEPLOY))
     failing = _thread(stack)
     _reduce(stack, failing)

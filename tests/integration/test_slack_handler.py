@@ -257,6 +257,22 @@ def test_an_app_mention_launches_a_thread_that_answers_in_the_slack_thread(
     assert json.loads(execution["input"]) == {"thread_id": thread_id}
 
 
+def test_a_mention_with_no_agent_configured_is_told_so_and_writes_nothing(
+    app: ModuleType, rt: runtime.Runtime, standin: SlackStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no SLACK_DEFAULT_AGENT (the framework's own default names no agent)
+    monkeypatch.delenv("SLACK_DEFAULT_AGENT")
+    rt = runtime.reset()
+    # When someone mentions the bot
+    response = deliver(app, load("slack-app-mention.json"))
+    # Then Slack gets its 200, the person is told, and no thread, link or execution exists
+    assert response["statusCode"] == 200
+    assert any("No agent is configured" in str(call.arguments.get("text")) for call in standin.calls)
+    assert thread_count(rt) == 0
+    assert rt.store.find_linked(f"SLACK#{TEAM}#{CHANNEL}#{QUESTION_ROOT}") is None
+    assert executions(rt) == []
+
+
 def test_a_direct_message_launches_a_thread(app: ModuleType, rt: runtime.Runtime) -> None:
     deliver(app, load("slack-direct-message.json"))
     thread_id = rt.store.find_linked(f"SLACK#{TEAM}#D0ALICE#1717400100.000200")

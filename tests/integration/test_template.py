@@ -435,8 +435,9 @@ def test_notify_is_given_the_arn_of_the_state_machine_the_template_names(templat
 
 
 def test_every_function_variable_is_a_setting_the_code_reads(template: Template) -> None:
-    # Given the environment variable names twelvefactor.settings declares
-    from twelvefactor import settings
+    # Given the environment variable names twelvefactor.settings declares, and those each of the
+    # application's agents reads under its own prefix
+    from twelvefactor import application, settings
 
     declared = {
         field.alias
@@ -444,6 +445,13 @@ def test_every_function_variable_is_a_setting_the_code_reads(template: Template)
         if isinstance(cls, type) and issubclass(cls, settings.EnvironmentSettings)
         for field in cls.model_fields.values()
         if field.alias
+    }
+    application.load().build_registry()  # imports every agent's module, and so its settings class
+    declared |= {
+        f"{cls.env_prefix}{name}".upper()
+        for cls in settings.PrefixedSettings.__subclasses__()
+        if cls.__module__.startswith("agents.")
+        for name in cls.model_fields
     }
     # When every function's environment is resolved
     values = {

@@ -35,7 +35,6 @@ from twelvefactor.core.events import (
 )
 from twelvefactor.core.prompts import JinjaPrompts, signature
 from twelvefactor.core.tools import IntentSet
-from twelvefactor.settings import AgentSettings
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 HEADER = re.compile(r"^=== (.+) ===$", re.MULTILINE)
@@ -50,7 +49,7 @@ def _default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def deploybot() -> Agent:
-    return agents.build_registry(AgentSettings()).get("deploybot")
+    return agents.build_registry().get("deploybot")
 
 
 def rejected_deploy_thread() -> Thread:
@@ -136,9 +135,7 @@ def test_render_shows_exactly_the_messages_the_reducer_sends(
 ) -> None:
     # Given the messages the reducer's prompt port produces for the same thread
     thread = rejected_deploy_thread()
-    expected = JinjaPrompts(agents.default_prompts_dir(AgentSettings()), output_mode="json_schema").render(
-        deploybot, thread
-    )
+    expected = JinjaPrompts(agents.default_prompts_dir(), output_mode="json_schema").render(deploybot, thread)
 
     # When rendered by the command
     main(["prompt", "render", "deploybot", "--thread", str(write_thread(tmp_path, thread))])
@@ -205,7 +202,7 @@ def test_an_unknown_agent_is_refused_with_the_known_names(
     exit_code = main(["prompt", "render", "deplyobot", "--thread", str(path)])
 
     captured = capsys.readouterr()
-    known = agents.build_registry(AgentSettings()).names
+    known = agents.build_registry().names
     assert exit_code == 2
     assert captured.out == ""
     assert "no agent named 'deplyobot'" in captured.err

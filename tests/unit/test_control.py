@@ -37,7 +37,7 @@ from twelvefactor.core.tools import Freshness, Grounded, Intent, Tool, ToolConte
 from twelvefactor.local.fake_openai import Answer, FakeOpenAI
 from twelvefactor.local.fake_services import run_fake_services
 from twelvefactor.local.scripted import ScriptedModel
-from twelvefactor.settings import AgentSettings, OutputMode
+from twelvefactor.settings import OutputMode
 
 # The shipper's template with the per-decision list of steps at the end, as the real prompts have it.
 TEMPLATE = """\
@@ -192,7 +192,7 @@ def test_the_schema_carries_the_grounded_values_from_the_thread(shipper: Shipper
 
 def test_grounded_values_that_the_field_itself_would_refuse_are_not_offered() -> None:
     # Given deploybot and a tag list with one name no deploy could accept (a path)
-    deploybot = agents.build_registry(AgentSettings()).get("deploybot")
+    deploybot = agents.build_registry().get("deploybot")
     thread = Thread(id="t", agent="deploybot", events=launched().events).extended(
         [
             *replies_for_tags({"tags": [{"name": "v1.2.3"}, {"name": "../../etc"}]}),
@@ -426,8 +426,8 @@ def test_the_cacheable_prefix_is_unchanged_between_two_consecutive_decisions(
     deploy_service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the real deploybot, its real prompt and a model that lists the tags, then deploys
-    monkeypatch.setenv("DEPLOY_SERVICE_URL", deploy_service)
-    deploybot = agents.build_registry(AgentSettings()).get("deploybot")
+    monkeypatch.setenv("DEPLOYBOT_SERVICE_URL", deploy_service)
+    deploybot = agents.build_registry().get("deploybot")
     model = ScriptedModel(
         [intent_json("list_git_tags"), intent_json("deploy_backend", tag="v1.2.3", environment="staging")]
     )

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from agents import REPO_PROMPTS_DIR, build_registry, default_prompts_dir
 from agents._service import ServiceError
-from agents.deploybot import DeployBackend, DeployFrontend, ListGitTags
+from agents.deploybot import DeployBackend, DeploybotSettings, DeployFrontend, ListGitTags, build_deploybot
+from agents.payments import PaymentsSettings, build_payments
 from twelvefactor.core import replies, state
 from twelvefactor.core.agent import Agent, AgentRegistry
 from twelvefactor.core.errors import UnknownAgent
@@ -43,7 +44,6 @@ from twelvefactor.core.state import ThreadStatus
 from twelvefactor.core.tools import ToolContext
 from twelvefactor.local.fake_services import TAGS, run_fake_services
 from twelvefactor.local.scripted import ScriptedModel
-from twelvefactor.settings import AgentSettings
 
 AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 CTX = ToolContext(thread_id="thread-1", call_id="call-1")
@@ -60,7 +60,12 @@ def service_url() -> Iterator[str]:
 
 
 def registry_for(url: str, **settings: Any) -> AgentRegistry:
-    return build_registry(AgentSettings(deploy_service_url=url, payments_service_url=url, **settings))
+    return AgentRegistry(
+        [
+            build_deploybot(DeploybotSettings(service_url=url, **settings)),
+            build_payments(PaymentsSettings(service_url=url)),
+        ]
+    )
 
 
 @pytest.fixture
@@ -228,7 +233,7 @@ def test_a_service_that_never_answers_times_out() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        tool = registry_for(url, tool_timeout_seconds=0.2).get("deploybot").tool("list_git_tags")
+        tool = registry_for(url, timeout_seconds=0.2).get("deploybot").tool("list_git_tags")
         assert tool is not None
         # When the tool calls it
         with pytest.raises(ServiceError, match=r"GET /tags timed out after 0.2s"):
@@ -300,9 +305,9 @@ def test_an_unclear_request_asks_a_human_instead_of_deploying(service_url: str) 
 # --- the registry and the prompts ---------------------------------------------------------------
 
 
-def test_the_registry_holds_both_agents_and_refuses_unknown_names() -> None:
-    registry = build_registry(AgentSettings())
-    assert registry.names == ("deploybot", "payments")
+def test_the_registry_holds_every_agent_and_refuses_unknown_names() -> None:
+    registry = build_registry()
+    assert registry.names == ("deploybot", "payments", "oncall")
     with pytest.raises(UnknownAgent):
         registry.get("nobody")
 
@@ -334,10 +339,10 @@ def sample_thread(agent: str) -> Thread:
     return Thread(id="thread-1", agent=agent, events=tuple(events))
 
 
-@pytest.mark.parametrize("name", ["deploybot", "payments"])
+@pytest.mark.parametrize("name", ["deploybot", "payments", "oncall"])
 def test_each_template_renders_the_thread_and_every_intent_with_its_fields(name: str) -> None:
     # Given an agent and a thread with an untrusted, secret-bearing message
-    agent = build_registry(AgentSettings()).get(name)
+    agent = build_registry().get(name)
     thread = sample_thread(name)
     # When its owned prompt is rendered
     system, user = JinjaPrompts(REPO_PROMPTS_DIR).render(agent, thread)

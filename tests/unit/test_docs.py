@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from twelvefactor import cli, settings
+from twelvefactor import application, cli, settings
 from twelvefactor.adapters.ports import StoredPayload
 from twelvefactor.core.events import Event
 from twelvefactor.core.state import ThreadStatus
@@ -61,7 +61,18 @@ def settings_env_vars() -> set[str]:
     for _, kind in inspect.getmembers(settings, inspect.isclass):
         if issubclass(kind, settings.EnvironmentSettings) and kind.__module__ == settings.__name__:
             names |= {field.alias or name.upper() for name, field in kind.model_fields.items()}
-    return names
+    return names | agent_env_vars()
+
+
+def agent_env_vars() -> set[str]:
+    """The variables each of the application's agents reads under its own prefix."""
+    application.load().build_registry()  # imports every agent's module, so its settings class exists
+    return {
+        field.alias or f"{kind.env_prefix}{name}".upper()
+        for kind in settings.PrefixedSettings.__subclasses__()
+        if kind.__module__.startswith("agents.")
+        for name, field in kind.model_fields.items()
+    }
 
 
 def template_env_vars() -> set[str]:
@@ -105,7 +116,12 @@ def named_commands() -> dict[str, set[tuple[str, str]]]:
 def test_every_settings_variable_is_in_configuration_md() -> None:
     # Given every environment variable the settings classes read
     names = settings_env_vars()
-    assert {"THREADS_TABLE", "OPENAI_API_KEY_SECRET_ARN", "TWELVEFACTOR_API_URL"} <= names
+    assert {
+        "THREADS_TABLE",
+        "OPENAI_API_KEY_SECRET_ARN",
+        "TWELVEFACTOR_API_URL",
+        "DEPLOYBOT_SERVICE_URL",
+    } <= names
     # When configuration.md is searched for each as code
     text = CONFIGURATION.read_text(encoding="utf-8")
     missing = sorted(name for name in names if not documented(name, text))

@@ -45,7 +45,7 @@ from twelvefactor.local.fake_openai import Answer, FakeOpenAI, HttpError
 from twelvefactor.local.fake_services import run_fake_services
 from twelvefactor.local.loopback import send_json
 from twelvefactor.local.scripted import ScriptedModel
-from twelvefactor.settings import AgentSettings, OutputMode
+from twelvefactor.settings import OutputMode
 
 REPO = Path(__file__).resolve().parents[2]
 EVALS = REPO / "evals"
@@ -54,13 +54,13 @@ MISSING = lookup({}, "nothing")
 
 @pytest.fixture(scope="module")
 def deploybot() -> Agent:
-    return agents.build_registry(AgentSettings()).get("deploybot")
+    return agents.build_registry().get("deploybot")
 
 
 @pytest.fixture(scope="module")
 def prompts() -> JinjaPrompts:
     # The eval's default output mode (json_schema): the prompt words the answer for it.
-    return JinjaPrompts(agents.default_prompts_dir(AgentSettings()), output_mode="json_schema")
+    return JinjaPrompts(agents.default_prompts_dir(), output_mode="json_schema")
 
 
 def check(path: str, raw: Any, value: Any) -> list[str]:
@@ -698,8 +698,8 @@ def real_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prompts: JinjaP
     """A thread written by the real reducer, deploybot's real tools and the fake deploy service:
     list tags, deploy to production, approved by a person, done. Saved as `dump_thread` writes it."""
     with run_fake_services() as service_url:
-        monkeypatch.setenv("DEPLOY_SERVICE_URL", service_url)
-        agent = agents.build_registry(AgentSettings()).get("deploybot")
+        monkeypatch.setenv("DEPLOYBOT_SERVICE_URL", service_url)
+        agent = agents.build_registry().get("deploybot")
         model = ScriptedModel([json.dumps(answer) for answer in REAL_ANSWERS])
         ports = Ports(llm=model, prompts=prompts)
         thread = Thread(

@@ -227,3 +227,35 @@ def test_it_runs_standalone_from_the_command_line() -> None:
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_recent_deploys_name_the_tag_each_replaced_and_a_rollback_restores_it(url: str) -> None:
+    # Given two production deploys of the backend and one to staging
+    post(url, "/deploys", {**DEPLOY, "tag": "v1.2.2"}, key="a")
+    post(url, "/deploys", {**DEPLOY, "environment": "staging"}, key="b")
+    post(url, "/deploys", DEPLOY, key="c")
+    # When the recent deploys are read
+    recent = httpx.get(f"{url}/deploys/recent").json()["deploys"]
+    # Then they come newest first, each with the tag it replaced where it ran
+    assert [(d["deployment_id"], d["previous_tag"]) for d in recent] == [
+        ("dep-0003", "v1.2.2"),
+        ("dep-0002", None),
+        ("dep-0001", None),
+    ]
+    # When the newest is rolled back (twice with one key)
+    first = post(url, "/rollbacks", {"deployment_id": "dep-0003"}, key="rb")
+    again = post(url, "/rollbacks", {"deployment_id": "dep-0003"}, key="rb")
+    # Then it is rolled back to the tag it replaced, once
+    assert first.status_code == 201
+    assert (first.json()["from_tag"], first.json()["to_tag"]) == ("v1.2.3", "v1.2.2")
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert len(httpx.get(f"{url}/rollbacks").json()["rollbacks"]) == 1
+
+
+def test_a_rollback_of_an_unknown_or_first_deploy_is_refused_and_changes_nothing(url: str) -> None:
+    post(url, "/deploys", DEPLOY, key="a")
+    unknown = post(url, "/rollbacks", {"deployment_id": "dep-9999"}, key="x")
+    first = post(url, "/rollbacks", {"deployment_id": "dep-0001"}, key="y")
+    assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown deployment dep-9999")
+    assert (first.status_code, first.json()["error"]) == (409, "dep-0001 replaced no earlier deploy")
+    assert httpx.get(f"{url}/rollbacks").json() == {"rollbacks": []}

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from agents import build_registry, default_prompts_dir
-from agents.payments import APPROVAL_THRESHOLD_CENTS, CreatePaymentLink
+from agents import default_prompts_dir
+from agents.payments import APPROVAL_THRESHOLD_CENTS, CreatePaymentLink, PaymentsSettings, build_payments
 from twelvefactor.core import control, replies, state
 from twelvefactor.core.agent import Agent
 from twelvefactor.core.events import Done, Error, Thread, ToolCall, ToolResult
@@ -23,7 +23,6 @@ from twelvefactor.core.reducer import run_until_paused, step
 from twelvefactor.core.state import ThreadStatus
 from twelvefactor.local.fake_services import CUSTOMERS, PRICES, PRODUCTS, run_fake_services
 from twelvefactor.local.scripted import ScriptedModel
-from twelvefactor.settings import AgentSettings
 
 AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 REQUEST = "Create a payment link for $750 for Jeff for the February AI tinkerers meetup"
@@ -59,8 +58,7 @@ def service_url() -> Iterator[str]:
 
 @pytest.fixture
 def payments(service_url: str) -> Agent:
-    settings = AgentSettings(deploy_service_url=service_url, payments_service_url=service_url)
-    return build_registry(settings).get("payments")
+    return build_payments(PaymentsSettings(service_url=service_url))
 
 
 def links(url: str) -> list[dict[str, Any]]:

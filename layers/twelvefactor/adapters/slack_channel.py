@@ -82,6 +82,11 @@ def _context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text, _SECTION_CHARS)}]}
 
 
+def _in_thread(ref: SlackRef) -> dict[str, str]:
+    """Reply in the Slack thread, or post to the channel when the agent opened the conversation."""
+    return {"thread_ts": ref.thread_ts} if ref.thread_ts else {}
+
+
 class SlackChannel:
     """Implements `HumanChannel` with slack_sdk's WebClient (pointed elsewhere by `api_base_url`)."""
 
@@ -100,9 +105,9 @@ class SlackChannel:
         self._call(
             "chat.postMessage",
             channel=ref.channel_id,
-            thread_ts=ref.thread_ts,
             text=escape(notification.text),
             blocks=blocks_for(notification),
+            **_in_thread(ref),
         )
         if notification.kind == "escalation" and self._operations_channel not in (None, ref.channel_id):
             self.notify_operations(notification)
@@ -117,7 +122,7 @@ class SlackChannel:
 
     def say(self, ref: SlackRef, text: str) -> None:
         """A plain reply in the thread (e.g. why a message could not be taken)."""
-        self._call("chat.postMessage", channel=ref.channel_id, thread_ts=ref.thread_ts, text=escape(text))
+        self._call("chat.postMessage", channel=ref.channel_id, text=escape(text), **_in_thread(ref))
 
     def say_privately(self, channel_id: str, user_id: str, text: str) -> None:
         """An ephemeral message only `user_id` sees, e.g. "you may not approve this"."""

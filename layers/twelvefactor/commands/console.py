@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import get_args
 
-import agents
+from twelvefactor import application
 from twelvefactor.commands.threads import ThreadsApi
 from twelvefactor.console.server import LOOPBACK, Console, is_loopback, serve
 from twelvefactor.console.sigv4 import NoCredentials, SigV4, is_aws_url, region_of
-from twelvefactor.settings import AgentSettings, CliSettings, LlmSettings, OutputMode
+from twelvefactor.settings import CliSettings, LlmSettings, OutputMode
 
 EXIT_FAILED = 1
 
@@ -62,11 +62,11 @@ def build(
         if found_region is None:
             raise ValueError(f"cannot tell the region of {api_url}: pass --region")
         auth = SigV4(api_url, found_region)
-    settings = AgentSettings()
+    app = application.load()
     return Console(
         ThreadsApi(api_url, auth=auth),
-        agents.build_registry(settings),
-        prompts_dir or agents.default_prompts_dir(settings),
+        app.build_registry(),
+        prompts_dir or app.prompts_dir,
         mode or LlmSettings().output_mode,
         api_label=f"{api_url} (SigV4)" if auth else api_url,
     )

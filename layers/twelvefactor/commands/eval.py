@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-import agents
+from twelvefactor import application
 from twelvefactor.commands.threads import ApiError, ThreadsApi, UnusableThreadFile
 from twelvefactor.commands.threads import thread_from_document as read_thread_file
 from twelvefactor.core.agent import Agent, AgentRegistry
@@ -57,7 +57,7 @@ from twelvefactor.evals.runner import (
     ModelNotAsked,
     SuiteResult,
 )
-from twelvefactor.settings import AgentSettings, CliSettings, LlmSettings
+from twelvefactor.settings import CliSettings, LlmSettings
 
 EXIT_BELOW_THRESHOLD = 1
 EXIT_UNUSABLE = 2  # also "could not run": a failure of the setup, never of the prompt
@@ -126,8 +126,8 @@ class _Suite:
 
 
 def _run(args: argparse.Namespace) -> int:
-    agent_settings = AgentSettings()
-    registry = agents.build_registry(agent_settings)
+    app = application.load()
+    registry = app.build_registry()
     try:
         settings = LlmSettings()
     except ValidationError as error:
@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
     # Worded for the output mode the adapter will use, as the reducer's prompt is.
-    prompts = JinjaPrompts(agents.default_prompts_dir(agent_settings), output_mode=settings.output_mode)
+    prompts = JinjaPrompts(app.prompts_dir, output_mode=settings.output_mode)
     evals_dir: Path = args.evals_dir or prompts.directory.parent / "evals"
     previous = read_results(args.compare) if args.compare else None
     if args.from_thread:

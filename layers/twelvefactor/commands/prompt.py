@@ -17,8 +17,9 @@ from typing import Any, get_args
 
 from jinja2 import TemplateError, TemplateNotFound
 
-import agents
+from twelvefactor import application
 from twelvefactor.adapters.llm import guided_schema, strict_schema, tool_definitions
+from twelvefactor.application import Application
 from twelvefactor.commands.threads import UnusableThreadFile, thread_from_document
 from twelvefactor.core import control
 from twelvefactor.core.agent import Agent
@@ -27,7 +28,7 @@ from twelvefactor.core.events import Thread
 from twelvefactor.core.ports import ChatMessage
 from twelvefactor.core.prompts import JinjaPrompts
 from twelvefactor.core.tools import IntentSet
-from twelvefactor.settings import AgentSettings, LlmSettings, OutputMode
+from twelvefactor.settings import LlmSettings, OutputMode
 
 EXIT_UNUSABLE = 2
 
@@ -65,11 +66,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    settings = AgentSettings()
+    app = application.load()
     try:
-        agent = _agent(args.agent, settings)
+        agent = _agent(args.agent, app)
         thread = _thread(args.thread, agent)
-        prompts_dir: Path = args.prompts_dir or agents.default_prompts_dir(settings)
+        prompts_dir: Path = args.prompts_dir or app.prompts_dir
         mode: OutputMode = args.mode or LlmSettings().output_mode
         request = render_request(agent, thread, prompts_dir, mode)
     except UnusableInput as error:
@@ -109,8 +110,8 @@ def structured_output(mode: OutputMode, intents: IntentSet) -> Any:
             return tool_definitions(intents)
 
 
-def _agent(name: str, settings: AgentSettings) -> Agent:
-    registry = agents.build_registry(settings)
+def _agent(name: str, app: Application) -> Agent:
+    registry = app.build_registry()
     try:
         return registry.get(name)
     except UnknownAgent:

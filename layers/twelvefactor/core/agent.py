@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from .channels import ChannelRef
 from .context import BodyRenderer, ContextPolicy, ContextRenderer
 from .errors import UnknownAgent
 from .events import Thread
@@ -25,6 +26,9 @@ class Agent:
     max_steps: int = 20
     max_consecutive_errors: int = 3
     prefetch: Prefetch | None = None
+    # Where the agent contacts a person when its thread was launched with no one to reply to (an
+    # EventBridge event): e.g. the on-call team's Slack channel.
+    human_channel: ChannelRef | None = None
     # An agent may show its own events differently (escaping still applies); keyed by tag or type.
     renderers: Mapping[str, BodyRenderer] = field(default_factory=dict)
     # What older events the model still needs (applied first); then the budget, an upper bound on

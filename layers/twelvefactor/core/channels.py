@@ -23,7 +23,9 @@ class SlackRef(_Ref):
     kind: Literal["slack"] = "slack"
     team_id: str
     channel_id: str
-    thread_ts: str
+    # Empty for a conversation the agent opens itself (an agent's human_channel): each message is
+    # then posted to the channel, and its buttons still answer this thread (they carry its id).
+    thread_ts: str = ""
     user_id: str | None = None
 
     @property

@@ -11,6 +11,9 @@ n calls answer 503 "Failed to connect to deployment service") so factor 9 can be
     POST /_control/fail   {times}                       GET  /payment_links  links created so far
     GET  /health                                        POST /payment_links  {customer, product, price,
                                                                               quantity, amount_cents, memo}
+    GET  /deploys/recent  the latest deploys, newest first, each with the tag it replaced
+    GET  /rollbacks       rollbacks done so far
+    POST /rollbacks       {deployment_id}: back to the tag that deploy replaced
 
 A payment link is the seed's ``create_payment_link``: the customer, product and price must exist,
 the price must be the product's, and ``amount_cents`` must be the price times the quantity.
@@ -63,6 +66,8 @@ PRICES: tuple[dict[str, Any], ...] = (
 _SERVICE_OF_PATH = {
     "/tags": "deployment service",
     "/deploys": "deployment service",
+    "/deploys/recent": "deployment service",
+    "/rollbacks": "deployment service",
     "/customers": "payments service",
     "/products": "payments service",
     "/prices": "payments service",
@@ -94,6 +99,10 @@ class PaymentLinkRequest(_Body):
 ModelT = TypeVar("ModelT", bound=_Body)
 
 
+class RollbackRequest(_Body):
+    deployment_id: str = Field(min_length=1, max_length=40)
+
+
 class FailRequest(_Body):
     times: int = Field(ge=0, le=1_000)
 
@@ -118,6 +127,7 @@ class FakeServices:
     base_url: str = ""
     deploys: list[Json] = field(default_factory=list)
     payment_links: list[Json] = field(default_factory=list)
+    rollbacks: list[Json] = field(default_factory=list)
     failures_left: int = 0
     # Idempotency-Key -> (the request it was first used for, the answer given then).
     _replays: dict[str, tuple[str, Answer]] = field(default_factory=dict)
@@ -147,7 +157,7 @@ class FakeServices:
             )
         if method == "GET":
             return Answer(HTTPStatus.OK, self._read(path))
-        if method == "POST" and path in ("/deploys", "/payment_links"):
+        if method == "POST" and path in ("/deploys", "/payment_links", "/rollbacks"):
             return self._idempotent_post(path, key, raw_body)
         raise ClientError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed on {path}")
 
@@ -163,6 +173,10 @@ class FakeServices:
                 return {"prices": list(PRICES)}
             case "/deploys":
                 return {"deploys": list(self.deploys)}
+            case "/deploys/recent":
+                return {"deploys": [self._with_previous(deploy) for deploy in reversed(self.deploys[-5:])]}
+            case "/rollbacks":
+                return {"rollbacks": list(self.rollbacks)}
         return {"payment_links": list(self.payment_links)}
 
     def _idempotent_post(self, path: str, key: str | None, raw_body: bytes) -> Answer:
@@ -176,7 +190,11 @@ class FakeServices:
                     HTTPStatus.UNPROCESSABLE_ENTITY, f"Idempotency-Key {key} was used for a different request"
                 )
             return Answer(answer.status, answer.body, {"Idempotent-Replayed": "true"})
-        answer = self._deploy(raw_body) if path == "/deploys" else self._create_payment_link(raw_body)
+        answer = {
+            "/deploys": self._deploy,
+            "/payment_links": self._create_payment_link,
+            "/rollbacks": self._roll_back,
+        }[path](raw_body)
         self._replays[key] = (fingerprint, answer)
         return answer
 
@@ -191,6 +209,35 @@ class FakeServices:
         }
         self.deploys.append(deploy)
         return Answer(HTTPStatus.CREATED, deploy)
+
+    def _with_previous(self, deploy: Json) -> Json:
+        """The deploy and the tag it replaced in its service and environment (None: the first)."""
+        earlier = [
+            other["tag"]
+            for other in self.deploys[: self.deploys.index(deploy)]
+            if (other["service"], other["environment"]) == (deploy["service"], deploy["environment"])
+        ]
+        return {**deploy, "previous_tag": earlier[-1] if earlier else None}
+
+    def _roll_back(self, raw_body: bytes) -> Answer:
+        request = _parse(RollbackRequest, raw_body)
+        deploy = next((d for d in self.deploys if d["deployment_id"] == request.deployment_id), None)
+        if deploy is None:
+            raise ClientError(HTTPStatus.NOT_FOUND, f"unknown deployment {request.deployment_id}")
+        previous = self._with_previous(deploy)["previous_tag"]
+        if previous is None:
+            raise ClientError(HTTPStatus.CONFLICT, f"{request.deployment_id} replaced no earlier deploy")
+        rollback = {
+            "rollback_id": f"rb-{len(self.rollbacks) + 1:04d}",
+            "deployment_id": request.deployment_id,
+            "service": deploy["service"],
+            "environment": deploy["environment"],
+            "from_tag": deploy["tag"],
+            "to_tag": previous,
+            "status": "succeeded",
+        }
+        self.rollbacks.append(rollback)
+        return Answer(HTTPStatus.CREATED, rollback)
 
     def _create_payment_link(self, raw_body: bytes) -> Answer:
         request = _parse(PaymentLinkRequest, raw_body)

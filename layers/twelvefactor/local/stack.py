@@ -451,8 +451,13 @@ class LocalStack:
             "LlmBaseUrl": self.llm.base_url or "",
             "LlmModel": self.llm.model,
             "LlmOutputMode": self.llm.output_mode,
-            "DeployServiceUrl": services_url,
-            "PaymentsServiceUrl": services_url,
+            # Every agent's service parameter (<Agent>ServiceUrl, docs/configuration.md) points at
+            # the fake services, so a new agent needs no change here.
+            **{
+                name: services_url
+                for name in self.template.get("Parameters", {})
+                if name.endswith("ServiceUrl")
+            },
             "AllowedSlackResponders": SLACK_USER,
             "LogLevel": self.log_level,
             "EmailFromAddress": "agent@example.com",
