@@ -25,6 +25,7 @@ logger = Logger()
 tracer = tracing.tracer()
 metrics = Metrics(namespace="Twelvefactor")
 runtime.current().require(StoreSettings, AgentSettings, LlmSettings, WaitSettings)
+runtime.current().preload_llm()
 
 
 class ReduceRequest(BaseModel):

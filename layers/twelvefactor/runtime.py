@@ -234,13 +234,37 @@ class Runtime:
 
     @cached_property
     def llm(self) -> LanguageModel:
-        # Imported here so that only the reducer pays for the LLM adapter's imports.
+        # Imported here so that only the reducer pays for the LLM adapter's imports (it calls
+        # `preload_llm` at module init, so SnapStart's snapshot holds them).
+        settings = self.settings(LlmSettings)
+        if settings.provider == "bedrock":
+            from .adapters.bedrock import model_from_client
+
+            return model_from_client(self.bedrock_client, settings)
         from .adapters.llm import model_from_settings
 
-        settings = self.settings(LlmSettings)
         return model_from_settings(
             settings, api_key=self.secret(settings.api_key, settings.api_key_secret_arn)
         )
+
+    @cached_property
+    def bedrock_client(self) -> Any:
+        """bedrock-runtime with botocore's retries and the LLM timeout; IAM, no key. The endpoint is
+        boto3's own, or AWS_ENDPOINT_URL_BEDROCK_RUNTIME (the local stack's Converse stand-in)."""
+        from .adapters.bedrock import client_config
+
+        settings = self.settings(LlmSettings)
+        config = client_config(timeout_seconds=settings.timeout_seconds, max_retries=settings.max_retries)
+        return self._boto3.client("bedrock-runtime", region_name=settings.bedrock_region, config=config)
+
+    def preload_llm(self) -> None:
+        """Import the configured provider's adapter (and its SDK) and build its client now, at module
+        init: SnapStart snapshots them, where a first-call import is paid again on every restore.
+        Secrets are not resolved here (they stay out of the snapshot)."""
+        if self.settings(LlmSettings).provider == "bedrock":
+            self.bedrock_client  # noqa: B018 - building the client is the work to snapshot
+        else:
+            from .adapters import llm  # noqa: F401
 
     @property
     def ports(self) -> Ports:

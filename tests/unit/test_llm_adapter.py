@@ -1,8 +1,8 @@
 """The real LLM adapter against a scripted OpenAI-compatible server on loopback (factor 1).
 
-Nothing here fakes the HTTP client: every test sends real HTTP to `FakeOpenAI`, then checks both
-what the adapter sent (the structured-output request of each mode) and what it made of the answer.
-(`test_chat_completions_contract` checks that the client speaks the protocol as the openai SDK does.)
+Nothing here fakes the HTTP client (the openai SDK): every test sends real HTTP to `FakeOpenAI`, then
+checks both what the adapter sent (the structured-output request of each mode) and what it made of
+the answer, and that the SDK's own retries follow the provider's statuses and retry-after.
 """
 
 from __future__ import annotations

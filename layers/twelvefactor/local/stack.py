@@ -757,26 +757,25 @@ def open_llm(
 def check_llm(llm: LlmEndpoint) -> None:
     """Ask the endpoint for its models once, so a bad key or URL fails here, in words, not as three
     error events and an escalation in the first thread."""
-    from twelvefactor.adapters.chat_completions import (  # noqa: PLC0415 - the reducer's own client
-        ChatCompletionsClient,
-        ProviderError,
-    )
+    import openai  # noqa: PLC0415 - the reducer's own client, loaded only when a stack starts
 
-    client = ChatCompletionsClient(
-        base_url=llm.base_url, api_key=llm.api_key, max_retries=0, timeout_seconds=15
+    from twelvefactor.adapters.llm import OpenAIModel  # noqa: PLC0415
+
+    client = OpenAIModel(
+        model=llm.model, base_url=llm.base_url, api_key=llm.api_key, max_retries=0, timeout_seconds=15
     )
     where = client.base_url
     try:
         client.list_models()
-    except ProviderError as error:
-        if error.status is None:
-            raise StackError(f"nothing answers at {where}: check the URL and that the server runs") from error
-        if error.status == 401:
+    except openai.APIStatusError as error:
+        if error.status_code == 401:
             raise StackError(
-                f"the provider at {where} rejected the API key (set a valid OPENAI_API_KEY): {error.detail}"
+                f"the provider at {where} rejected the API key (set a valid OPENAI_API_KEY): {error.message}"
             ) from error
-        if error.status == 403:
-            raise StackError(f"the provider at {where} refused access: {error.detail}") from error
+        if error.status_code == 403:
+            raise StackError(f"the provider at {where} refused access: {error.message}") from error
         # Other statuses pass: some compatible servers have no /models; the first real call will tell.
+    except openai.APIError as error:
+        raise StackError(f"nothing answers at {where}: check the URL and that the server runs") from error
     finally:
         client.close()
