@@ -41,7 +41,7 @@ import boto3
 import httpx
 
 from .. import runtime
-from ..settings import LlmSettings, OutputMode
+from ..settings import LlmProvider, LlmSettings, OutputMode
 from . import roles
 from .fake_services import run_fake_services
 from .gateway import LocalGateway, Route
@@ -131,6 +131,10 @@ class LlmEndpoint:
     kind: Literal["provider", "embedded", "scripted"] = "provider"
     # None keeps LLM_TIMEOUT_SECONDS as configured; a small CPU model needs far more than a provider.
     timeout_seconds: float | None = None
+    # "bedrock": the handlers use the Bedrock adapter, reaching the Converse stand-in at ``bedrock_url``
+    # (`twelvefactor.local.fake_bedrock`, backed by this endpoint) through boto3's endpoint variable.
+    provider: LlmProvider = "openai"
+    bedrock_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -447,6 +451,7 @@ class LocalStack:
     def _parameters(self, services_url: str) -> dict[str, str]:
         return {
             "LlmBaseUrl": self.llm.base_url or "",
+            "LlmProvider": self.llm.provider,
             "LlmModel": self.llm.model,
             "LlmOutputMode": self.llm.output_mode,
             "DeployServiceUrl": services_url,
@@ -502,6 +507,9 @@ class LocalStack:
         }
         if self.llm.timeout_seconds is not None:
             own["LLM_TIMEOUT_SECONDS"] = str(self.llm.timeout_seconds)
+        if self.llm.provider == "bedrock":
+            own["LLM_PROVIDER"] = "bedrock"
+            own["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = self.llm.bedrock_url
         return own
 
     def _quiet_moto_access_log(self) -> None:
