@@ -15,6 +15,7 @@ with the stack's own endpoints and local secrets on top. Everything is undone on
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import email.utils
@@ -760,6 +761,30 @@ def open_llm(
         output_mode=settings.output_mode,
         description=f"{settings.model} at {provider_url or 'the OpenAI API (the default endpoint)'}",
     )
+
+
+@contextmanager
+def as_provider(llm: LlmEndpoint, provider: LlmProvider) -> Iterator[LlmEndpoint]:
+    """The endpoint as the handlers should reach it: unchanged for openai; for bedrock, through a
+    Converse stand-in on loopback that this endpoint answers (the handlers use boto3's Converse)."""
+    if provider == "openai":
+        yield llm
+        return
+    from .fake_bedrock import EmbeddedConverse, FakeBedrock  # noqa: PLC0415 - only this path needs it
+
+    if llm.base_url is None:
+        raise StackError("--provider bedrock needs a model server to answer (embedded, or --llm URL)")
+    backend = EmbeddedConverse(llm.base_url, llm.model, timeout_seconds=llm.timeout_seconds or 600.0)
+    try:
+        with FakeBedrock(backend) as standin:
+            yield dataclasses.replace(
+                llm,
+                provider="bedrock",
+                bedrock_url=standin.url,
+                description=f"Bedrock Converse stand-in at {standin.url}, answered by {llm.description}",
+            )
+    finally:
+        backend.close()
 
 
 def check_llm(llm: LlmEndpoint) -> None:
