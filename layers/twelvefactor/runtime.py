@@ -43,11 +43,12 @@ from .adapters.ports import (
     WorkflowError,
 )
 from .adapters.webhook import UnknownCallback
-from .core import reducer, replies, state
+from .core import pricing, reducer, replies, state
 from .core.agent import AgentRegistry
 from .core.channels import ChannelRef, EmailRef, NoReplyRef, Notification, SlackRef, notification_for
 from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread
 from .core.ports import LanguageModel, Ports, PromptRenderer, utc_now
+from .core.pricing import ModelPrice
 from .core.state import ThreadStatus
 from .observability import TimedModel
 from .settings import (
@@ -55,6 +56,7 @@ from .settings import (
     EmailSettings,
     IdempotencySettings,
     LlmSettings,
+    PricingSettings,
     SlackSettings,
     StoreSettings,
     WaitSettings,
@@ -268,7 +270,12 @@ class Runtime:
 
     @property
     def ports(self) -> Ports:
-        return Ports(llm=self.llm, prompts=self.prompts, clock=self.clock)
+        return Ports(llm=self.llm, prompts=self.prompts, clock=self.clock, price=self.price)
+
+    @cached_property
+    def price(self) -> ModelPrice | None:
+        """The configured model's price (None when unknown: costs show as unknown, no cost budget)."""
+        return pricing.price_for(self.settings(PricingSettings).model)
 
     def channel(self, kind: str) -> HumanChannel | None:
         """The channel that delivers to a ChannelRef of this kind; None for NoReplyRef."""
@@ -463,7 +470,7 @@ class Runtime:
             last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
             moves.append(events)
 
-        ports = Ports(llm=model, prompts=self.prompts, clock=self.clock)
+        ports = Ports(llm=model, prompts=self.prompts, clock=self.clock, price=self.price)
         finished = reducer.run_until_paused(agent, thread, ports, persist)
         status = _reduce_status(state.status(finished.events))
         new_events = tuple(event for move in moves for event in move)

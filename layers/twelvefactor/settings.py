@@ -63,6 +63,12 @@ class LlmSettings(EnvironmentSettings):
     bedrock_prompt_cache: bool = Field(default=True, alias="BEDROCK_PROMPT_CACHE")
 
 
+class PricingSettings(EnvironmentSettings):
+    """The model whose price a thread's usage is costed at (the Reducer's and the Api's LLM_MODEL)."""
+
+    model: str = Field(default="gpt-4o-mini", alias="LLM_MODEL")
+
+
 class AgentSettings(EnvironmentSettings):
     prompts_dir: Path | None = Field(default=None, alias="PROMPTS_DIR")
     deploy_service_url: str = Field(default="http://127.0.0.1:8765", alias="DEPLOY_SERVICE_URL")

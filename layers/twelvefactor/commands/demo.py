@@ -36,7 +36,7 @@ from twelvefactor import runtime
 from twelvefactor.commands.console import local_console
 from twelvefactor.commands.local import render_slack
 from twelvefactor.commands.threads import ApiError, SequencedEvent, ThreadsApi, event_line, format_arguments
-from twelvefactor.core import state
+from twelvefactor.core import pricing, state
 from twelvefactor.core.events import (
     ApprovalRequested,
     Done,
@@ -391,6 +391,11 @@ class Demo:
             f"(budgets: {agent.max_steps} steps per turn, {agent.max_consecutive_errors} errors in a row)"
         )
         self.out.say(f"  tokens         {state.total_tokens(events):,}")
+        price = runtime.current().price
+        self.out.say(
+            f"  cost           {pricing.format_usd(pricing.cost_of(events, price))} "
+            f"(prices: {pricing.PRICES_SOURCE}, read {pricing.PRICES_READ_ON})"
+        )
         self.out.say(f"  elapsed        {elapsed:.1f} s")
         for name, status in _executions(stack):
             paused = " (paused on its task token, waiting for a person)" if status == "RUNNING" else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from functools import cached_property
 
 from .context import BodyRenderer, ContextPolicy, ContextRenderer
@@ -24,6 +25,9 @@ class Agent:
     description: str = ""
     max_steps: int = 20
     max_consecutive_errors: int = 3
+    # Dollars the model may cost between two messages from a person, priced by `pricing`; then a
+    # person is asked, as when the step budget is spent. None: no cost budget.
+    max_cost_usd: Decimal | None = Decimal("1.00")
     prefetch: Prefetch | None = None
     # An agent may show its own events differently (escaping still applies); keyed by tag or type.
     renderers: Mapping[str, BodyRenderer] = field(default_factory=dict)

@@ -122,7 +122,7 @@ class ErrorData(_Model):
 
 
 class EscalationData(_Model):
-    reason: Literal["error_budget", "step_budget", "wait_timeout", "workflow_failure"]
+    reason: Literal["error_budget", "step_budget", "cost_budget", "wait_timeout", "workflow_failure"]
     message: str
 
 
