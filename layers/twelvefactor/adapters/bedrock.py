@@ -237,6 +237,16 @@ def usage_of(usage: Any) -> TokenUsage | None:
     )
 
 
+def model_from_settings(settings: Any) -> BedrockModel:
+    """The adapter with a client of its own (the CLI's evals); in Lambda the runtime's client is used."""
+    import boto3  # noqa: PLC0415 - the CLI pays for it only when Bedrock is the provider
+
+    config = client_config(timeout_seconds=settings.timeout_seconds, max_retries=settings.max_retries)
+    return model_from_client(
+        boto3.client("bedrock-runtime", region_name=settings.bedrock_region, config=config), settings
+    )
+
+
 def model_from_client(client: Any, settings: Any) -> BedrockModel:
     """The adapter as configured (`twelvefactor.settings.LlmSettings`), over the runtime's client."""
     return BedrockModel(
