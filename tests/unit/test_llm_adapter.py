@@ -489,3 +489,24 @@ def test_an_llm_failures_error_event_names_no_url_or_address(
         assert leak not in message, (leak, message)
     # ... while the log line for operators still says which endpoint failed
     assert endpoint in logs.text
+
+
+def test_openais_cached_prompt_tokens_are_recorded_as_cache_reads() -> None:
+    # Given usage as the openai SDK parses it, with automatically cached prompt tokens
+    from openai.types import CompletionUsage
+
+    from twelvefactor.adapters.llm import usage_of
+
+    usage = CompletionUsage.model_validate(
+        {
+            "prompt_tokens": 2006,
+            "completion_tokens": 300,
+            "total_tokens": 2306,
+            "prompt_tokens_details": {"cached_tokens": 1920},
+        }
+    )
+    # When it becomes the core's usage, Then the cached tokens are kept apart (OpenAI writes its cache
+    # for free, so there is no write count), and without details there is no cache count at all
+    assert usage_of(usage) == TokenUsage(prompt_tokens=2006, completion_tokens=300, cache_read_tokens=1920)
+    plain = CompletionUsage(prompt_tokens=10, completion_tokens=2, total_tokens=12)
+    assert usage_of(plain) == TokenUsage(prompt_tokens=10, completion_tokens=2)
