@@ -35,6 +35,8 @@ FIRST_CALL_IMPORTS = {
         "twelvefactor.adapters.stepfunctions",
         "twelvefactor.adapters.slack_channel",
     ),
+    # The LLM adapter (and its SDK) is imported by the reducer module itself (`preload_llm`), so a
+    # SnapStart snapshot holds it; listed again, it costs nothing more here.
     "reducer": (*_FIRST_CALL_COMMON, "twelvefactor.adapters.llm", "twelvefactor.core.prompts"),
 }
 # Settings the handlers validate at import; values only need to be well formed.
@@ -206,8 +208,12 @@ built layer (`bench/builds.py`: layers/Makefile's build for python3.12) and boto
 the runtime's; the LangGraph handler (`bench/peers/langgraph_deploybot.py`) with its stack built
 the same way. *Import* is the module alone; *with first call* adds what its first invocation
 loads lazily (our runtime builds adapters on first use: the DynamoDB store and the agents
-everywhere, Step Functions and Powertools idempotency in the triggers, the LLM adapter (httpx, no
-openai SDK) and the prompts in the reducer). The LangGraph handler imports everything at the top
+everywhere, Step Functions and Powertools idempotency in the triggers, the prompts in the reducer).
+Since issue 16 the reducer imports its LLM adapter, the openai SDK, at module init, on purpose: with
+SnapStart (on for Reducer, Notify, Api and Slack) the initialised module is in the snapshot and a
+restore does not import it again, while a lazy first-call import would be paid after every restore.
+Without SnapStart the SDK's import is part of the reducer's cold start, as this figure shows. The
+triggers must still not load openai. The LangGraph handler imports everything at the top
 and compiles its graph at import. The floor is `import boto3, pydantic` on the same path.
 A *bare handler* (`bench/bare_handlers/`) is a trigger's shape with none of our code: the libraries
 DESIGN.md prescribes for it (Powertools Logger, Metrics and idempotency; the validating REST

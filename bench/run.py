@@ -21,7 +21,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from bench import cold_start, embedded, overhead, package_size, storage, throughput
+from bench import cold_start, embedded, overhead, package_size, prompt_cache, storage, throughput
 from bench.harness import ROOT, Harness
 from bench.report import Figure
 from bench.stack import running_stack
@@ -56,6 +56,7 @@ def run_figures(h: Harness, wanted: set[int]) -> list[Figure]:
         (5, "Throughput on the local stack", lambda: throughput.measure(h)),
         (6, "Package size", lambda: package_size.measure(h)),
         (7, "Embedded model", lambda: embedded.measure(h)),
+        (8, "Prompt-cache prefix stability", lambda: prompt_cache.measure(h, storage_runs())),
     ]
     for number, title, measure in steps:
         if number not in wanted:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="each figure once, on tiny sizes")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--figures", default="1,2,3,4,5,6,7", help="comma-separated figure numbers")
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7,8", help="comma-separated figure numbers")
     args = parser.parse_args(argv)
     wanted = {int(number) for number in args.figures.split(",")}
     started = time.perf_counter()

@@ -34,6 +34,8 @@ class Run:
     last_request: dict[str, Any]
     # Ours only: the thread rendered with no context budget, the like-for-like history.
     unbounded_context: str = ""
+    # Every request the side sent the model for this thread, in order (figure 8: prompt-cache prefixes).
+    all_requests: tuple[dict[str, Any], ...] = ()
 
 
 def run_threads(h: Harness) -> dict[str, list[Run]]:
@@ -42,6 +44,7 @@ def run_threads(h: Harness) -> dict[str, list[Run]]:
         spec = {"threads": 1, "turns": steps // STEPS_PER_TURN, "prefix": f"storage-{steps}", "warmup": False}
         for side in ("ours", "peer") if h.has_peer else ("ours",):
             tables = h.stack.new_tables()
+            sent_before = len(h.stack.llm.requests)
             result = h.worker(side, spec, tables)
             if result["problems"]:
                 raise AssertionError(f"{side}: {result['problems']}")
@@ -51,6 +54,7 @@ def run_threads(h: Harness) -> dict[str, list[Run]]:
                 stored_bytes=table_bytes(h, tables[side]),
                 requests=sum(row["dynamo_request_count"] for row in result["records"]),
                 last_request=h.stack.llm.requests[-1],
+                all_requests=tuple(h.stack.llm.requests[sent_before:]),
             )
             if side == "ours":
                 run.unbounded_context = _unbounded_context(

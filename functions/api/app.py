@@ -88,7 +88,8 @@ def get_thread(thread_id: ThreadIdPath) -> ThreadView:
     logger.append_keys(thread_id=thread_id)
     store = runtime.current().store
     meta, thread = store.load_outline(thread_id)  # status and tokens, without reading S3
-    return ThreadView.of_thread(meta, thread, EventsPage.read(store, thread_id, after=-1))
+    page = EventsPage.read(store, thread_id, after=-1)
+    return ThreadView.of_thread(meta, thread, page, runtime.current().price)
 
 
 @app.get("/threads/<thread_id>/events", responses=documented(HTTPStatus.OK, EventsPage))

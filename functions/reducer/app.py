@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from twelvefactor import observability, runtime, tracing
-from twelvefactor.core import state
+from twelvefactor.core import pricing, state
 from twelvefactor.core.errors import ThreadNotFound
 from twelvefactor.core.events import Error, Escalation, ThreadId
 from twelvefactor.runtime import reason
@@ -28,6 +28,8 @@ runtime.current().require(StoreSettings, AgentSettings, LlmSettings, WaitSetting
 # The agents, each validating its own settings (ONCALL_..., DEPLOYBOT_...): a bad value fails the init,
 # and SnapStart's snapshot holds the imported agents.
 runtime.current().registry  # noqa: B018
+# The model's adapter (and its SDK or boto3 client), built now so the snapshot holds it too.
+runtime.current().preload_llm()
 
 
 class ReduceRequest(BaseModel):
@@ -56,6 +58,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     new = outcome.new_events
     metrics.add_metric(name="Steps", unit=MetricUnit.Count, value=outcome.moves)
     metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=state.total_tokens(new))
+    usage = pricing.total_usage(new)
+    metrics.add_metric(name="CacheReadTokens", unit=MetricUnit.Count, value=usage.cache_read_tokens or 0)
+    cost = pricing.cost_of(new, rt.price)
+    if cost is not None:  # a model with no known price is not counted as free
+        metrics.add_metric(name="LlmCostUsd", unit=MetricUnit.NoUnit, value=float(cost))
     metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=sum(isinstance(e, Error) for e in new))
     metrics.add_metric(
         name="Escalations", unit=MetricUnit.Count, value=sum(isinstance(e, Escalation) for e in new)

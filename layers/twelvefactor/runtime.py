@@ -43,11 +43,12 @@ from .adapters.ports import (
     WorkflowError,
 )
 from .adapters.webhook import UnknownCallback
-from .core import reducer, replies, state
+from .core import pricing, reducer, replies, state
 from .core.agent import AgentRegistry
 from .core.channels import ChannelRef, EmailRef, NoReplyRef, Notification, SlackRef, notification_for
 from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread
 from .core.ports import LanguageModel, Ports, PromptRenderer, utc_now
+from .core.pricing import ModelPrice
 from .core.state import ThreadStatus
 from .observability import TimedModel
 from .settings import (
@@ -55,6 +56,7 @@ from .settings import (
     EmailSettings,
     IdempotencySettings,
     LlmSettings,
+    PricingSettings,
     SlackSettings,
     StoreSettings,
     WaitSettings,
@@ -239,17 +241,46 @@ class Runtime:
 
     @cached_property
     def llm(self) -> LanguageModel:
-        # Imported here so that only the reducer pays for the LLM adapter's imports.
+        # Imported here so that only the reducer pays for the LLM adapter's imports (it calls
+        # `preload_llm` at module init, so SnapStart's snapshot holds them).
+        settings = self.settings(LlmSettings)
+        if settings.provider == "bedrock":
+            from .adapters.bedrock import model_from_client
+
+            return model_from_client(self.bedrock_client, settings)
         from .adapters.llm import model_from_settings
 
-        settings = self.settings(LlmSettings)
         return model_from_settings(
             settings, api_key=self.secret(settings.api_key, settings.api_key_secret_arn)
         )
 
+    @cached_property
+    def bedrock_client(self) -> Any:
+        """bedrock-runtime with botocore's retries and the LLM timeout; IAM, no key. The endpoint is
+        boto3's own, or AWS_ENDPOINT_URL_BEDROCK_RUNTIME (the local stack's Converse stand-in)."""
+        from .adapters.bedrock import client_config
+
+        settings = self.settings(LlmSettings)
+        config = client_config(timeout_seconds=settings.timeout_seconds, max_retries=settings.max_retries)
+        return self._boto3.client("bedrock-runtime", region_name=settings.bedrock_region, config=config)
+
+    def preload_llm(self) -> None:
+        """Import the configured provider's adapter (and its SDK) and build its client now, at module
+        init: SnapStart snapshots them, where a first-call import is paid again on every restore.
+        Secrets are not resolved here (they stay out of the snapshot)."""
+        if self.settings(LlmSettings).provider == "bedrock":
+            self.bedrock_client  # noqa: B018 - building the client is the work to snapshot
+        else:
+            from .adapters import llm  # noqa: F401
+
     @property
     def ports(self) -> Ports:
-        return Ports(llm=self.llm, prompts=self.prompts, clock=self.clock)
+        return Ports(llm=self.llm, prompts=self.prompts, clock=self.clock, price=self.price)
+
+    @cached_property
+    def price(self) -> ModelPrice | None:
+        """The configured model's price (None when unknown: costs show as unknown, no cost budget)."""
+        return pricing.price_for(self.settings(PricingSettings).model)
 
     def channel(self, kind: str) -> HumanChannel | None:
         """The channel that delivers to a ChannelRef of this kind; None for NoReplyRef."""
@@ -445,7 +476,7 @@ class Runtime:
             last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
             moves.append(events)
 
-        ports = Ports(llm=model, prompts=self.prompts, clock=self.clock)
+        ports = Ports(llm=model, prompts=self.prompts, clock=self.clock, price=self.price)
         finished = reducer.run_until_paused(agent, thread, ports, persist)
         status = _reduce_status(state.status(finished.events))
         new_events = tuple(event for move in moves for event in move)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 OutputMode = Literal["json_schema", "json_object", "tools"]
+LlmProvider = Literal["openai", "bedrock"]
 
 
 class EnvironmentSettings(BaseModel):
@@ -56,7 +57,10 @@ class PrefixedSettings(EnvironmentSettings):
 
 
 class LlmSettings(EnvironmentSettings):
-    """Any OpenAI-compatible endpoint: OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp's server."""
+    """Any OpenAI-compatible endpoint (OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp's server) through
+    the openai SDK, or Amazon Bedrock's Converse API with the function's IAM role (no key)."""
+
+    provider: LlmProvider = Field(default="openai", alias="LLM_PROVIDER")
 
     base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
@@ -67,6 +71,18 @@ class LlmSettings(EnvironmentSettings):
     timeout_seconds: float = Field(default=60.0, gt=0, alias="LLM_TIMEOUT_SECONDS")
     max_retries: int = Field(default=3, ge=0, le=10, alias="LLM_MAX_RETRIES")
     temperature: float = Field(default=0.0, ge=0, le=2, alias="LLM_TEMPERATURE")
+    # Bedrock: LLM_MODEL is the model id or inference profile; the region defaults to the function's.
+    bedrock_region: str | None = Field(default=None, alias="BEDROCK_REGION")
+    # tools: forced tool choice, one intent per reply; json_schema: Converse structured output.
+    bedrock_output_mode: Literal["tools", "json_schema"] = Field(default="tools", alias="BEDROCK_OUTPUT_MODE")
+    # Cache points after the stable prefix; off for a model that refuses them.
+    bedrock_prompt_cache: bool = Field(default=True, alias="BEDROCK_PROMPT_CACHE")
+
+
+class PricingSettings(EnvironmentSettings):
+    """The model whose price a thread's usage is costed at (the Reducer's and the Api's LLM_MODEL)."""
+
+    model: str = Field(default="gpt-4o-mini", alias="LLM_MODEL")
 
 
 class AgentSettings(EnvironmentSettings):

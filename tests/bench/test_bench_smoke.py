@@ -19,6 +19,7 @@ FIGURES = {
     5: "Throughput on the local stack",
     6: "Package size",
     7: "Embedded model",
+    8: "Prompt-cache prefix stability",
 }
 # A row of our side in each figure's first table, with a measured number in it.
 OUR_ROWS = {
@@ -29,6 +30,7 @@ OUR_ROWS = {
     5: r"\| 2 \| [\d.]+ \|",
     6: r"\| twelvefactor layer \+ functions .*\| [\d.]+ (KiB|MiB) \|",
     7: r"\| first \(cold prompt cache\): 1 \| [\d.]+ s",
+    8: r"\| 5 \| ours \| 2 \| [\d.]+ \|",
 }
 # Figures with a second table of our side: figure 7's tasks, before and after the control flow.
 OUR_EXTRA_ROWS = {

@@ -47,6 +47,8 @@ def test_demo_with_the_scripted_model_runs_deploybot_to_done_and_prints_the_summ
     assert ": SUCCEEDED" in summary  # the Step Functions execution
     assert "deployment service: dep-0001 backend" in summary and "to production (succeeded)" in summary
     assert "2 messages posted in the thread" in summary
+    # The scripted model has no price: the cost says so rather than showing zero
+    assert "cost           unknown: 'fake-model' is not in the price table" in summary
 
 
 def test_demo_with_a_model_that_only_talks_nonsense_ends_in_a_clearly_reported_escalation() -> None:

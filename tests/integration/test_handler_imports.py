@@ -125,3 +125,25 @@ def test_an_agents_bad_setting_fails_the_reducers_cold_start(
     assert (done.returncode != 0) == cold_start_fails, done.stderr
     if cold_start_fails:
         assert "OncallSettings" in done.stderr and "timeout_seconds" in done.stderr
+
+
+@pytest.mark.parametrize("provider", ["openai", "bedrock"])
+def test_the_reducer_loads_its_llm_adapter_at_import_for_the_snapstart_snapshot(provider: str) -> None:
+    # Given the Reducer configured for a provider
+    environment = {
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "LLM_PROVIDER": provider,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    # When its module is imported in a fresh interpreter (what SnapStart snapshots), Then the
+    # provider's adapter is already imported, and for Bedrock its boto3 client is already built
+    adapter = "twelvefactor.adapters.bedrock" if provider == "bedrock" else "twelvefactor.adapters.llm"
+    check = (
+        f"import sys; from twelvefactor import runtime; assert {adapter!r} in sys.modules; "
+        f"assert ('bedrock_client' in vars(runtime.current())) is {provider == 'bedrock'}"
+    )
+    loaded = _loaded_after_import("reducer", blocked=(), environment=environment, then=check)
+    # And the openai SDK with it: the chat-completions adapter's, and (for now) Bedrock's too, which
+    # shares the chat adapter's schema helpers in adapters/llm.py
+    assert "openai" in loaded

@@ -105,6 +105,10 @@ def test_reducer_runs_to_awaiting_approval_persisting_each_move(
     # And the metrics say what happened: three moves, the tokens of two model calls
     metrics = _emf(capsys.readouterr().out)
     assert (metrics["Steps"], metrics["Tokens"], metrics["Errors"], metrics["Escalations"]) == (3, 330, 0, 0)
+    # ... and their cost at the configured model's price (LLM_MODEL's default, gpt-4o-mini: $0.15 and
+    # $0.60 per million input and output tokens): 300 x 0.15 + 30 x 0.60 = 63 millionths of a dollar
+    assert metrics["LlmCostUsd"] == pytest.approx(0.000063)
+    assert metrics["CacheReadTokens"] == 0
 
 
 def test_each_move_is_stored_before_the_next_one_is_made(stack: Stack) -> None:

@@ -177,3 +177,38 @@ def test_the_embedded_model_answers_deploybot_with_schema_valid_json() -> None:
     assert reply.usage.prompt_tokens > 0
     # And the server is gone once the block ends: its port is free again
     assert free_port(port) == port
+
+
+@pytest.mark.slow
+def test_the_embedded_model_answers_deploybot_through_the_bedrock_stand_in() -> None:
+    # Given deploybot's real prompt, and the Converse stand-in answered by the embedded model
+    import boto3
+
+    from twelvefactor.adapters.bedrock import BedrockModel, client_config
+    from twelvefactor.local.fake_bedrock import EmbeddedConverse, FakeBedrock
+
+    agent = agents.build_registry().get("deploybot")
+    message = UserMessage(at=datetime.now(UTC), data=UserMessageData(text="Can you deploy the backend?"))
+    thread = Thread(id="t-embedded-bedrock", agent="deploybot", events=(message,))
+    messages = JinjaPrompts(agents.default_prompts_dir()).render(agent, thread)
+
+    with embedded_llm() as base_url:
+        backend = EmbeddedConverse(base_url, MODEL_ALIAS, timeout_seconds=300)
+        with FakeBedrock(backend) as standin:
+            client = boto3.client(
+                "bedrock-runtime",
+                region_name="us-east-1",
+                endpoint_url=standin.url,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=client_config(timeout_seconds=300, max_retries=0),
+            )
+            # When the Bedrock adapter asks, through real boto3 and the Converse REST shape
+            reply = BedrockModel(client, model_id=MODEL_ALIAS).decide(messages, agent.intents)
+        backend.close()
+
+    # Then a tool call came back that the core accepts as one of the intents, with the usage counted
+    assert agent.intents.validate_json(reply.content).intent in agent.intents.names
+    assert reply.usage is not None and reply.usage.prompt_tokens > 0
+    # And the stand-in reported the stable prefix as written to its cache (the first request)
+    assert reply.usage.cache_write_tokens

@@ -1,8 +1,8 @@
 """The real LLM adapter against a scripted OpenAI-compatible server on loopback (factor 1).
 
-Nothing here fakes the HTTP client: every test sends real HTTP to `FakeOpenAI`, then checks both
-what the adapter sent (the structured-output request of each mode) and what it made of the answer.
-(`test_chat_completions_contract` checks that the client speaks the protocol as the openai SDK does.)
+Nothing here fakes the HTTP client (the openai SDK): every test sends real HTTP to `FakeOpenAI`, then
+checks both what the adapter sent (the structured-output request of each mode) and what it made of
+the answer, and that the SDK's own retries follow the provider's statuses and retry-after.
 """
 
 from __future__ import annotations
@@ -542,3 +542,24 @@ def _example(spec: dict[str, Any]) -> Any:
     if "pattern" in spec:  # the only patterned field of the shipped agents: oncall's deployment ids
         return "dep-0001"
     return {"string": "x", "integer": 100, "boolean": True, "array": []}[spec["type"]]
+
+
+def test_openais_cached_prompt_tokens_are_recorded_as_cache_reads() -> None:
+    # Given usage as the openai SDK parses it, with automatically cached prompt tokens
+    from openai.types import CompletionUsage
+
+    from twelvefactor.adapters.llm import usage_of
+
+    usage = CompletionUsage.model_validate(
+        {
+            "prompt_tokens": 2006,
+            "completion_tokens": 300,
+            "total_tokens": 2306,
+            "prompt_tokens_details": {"cached_tokens": 1920},
+        }
+    )
+    # When it becomes the core's usage, Then the cached tokens are kept apart (OpenAI writes its cache
+    # for free, so there is no write count), and without details there is no cache count at all
+    assert usage_of(usage) == TokenUsage(prompt_tokens=2006, completion_tokens=300, cache_read_tokens=1920)
+    plain = CompletionUsage(prompt_tokens=10, completion_tokens=2, total_tokens=12)
+    assert usage_of(plain) == TokenUsage(prompt_tokens=10, completion_tokens=2)

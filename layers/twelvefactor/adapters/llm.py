@@ -1,4 +1,4 @@
-"""The one LLM adapter: any OpenAI-compatible endpoint, over chat completions (factor 1).
+"""The chat-completions LLM adapter: any OpenAI-compatible endpoint, through the openai SDK (factor 1).
 
 OpenAI, Azure OpenAI, vLLM, Ollama and llama.cpp's server differ in how they constrain an answer
 to a schema, so the structured-output mode is a setting (``LLM_OUTPUT_MODE``):
@@ -11,10 +11,11 @@ to a schema, so the structured-output mode is a setting (``LLM_OUTPUT_MODE``):
 - ``tools``: native tool calling, one function per intent, a call required.
 
 Whatever the mode, ``decide`` returns the JSON text of one intent object and the core validates it
-with the intents' own pydantic models: nothing here trusts the model. The HTTP is
-`twelvefactor.adapters.chat_completions` (httpx, with the openai SDK's retry rules: 408, 409, 429,
-5xx, timeouts and connection errors, exponential backoff, a provider's ``retry-after`` honoured).
-Only the reducer imports this module.
+with the intents' own pydantic models: nothing here trusts the model. The HTTP is the openai SDK's,
+with its own retries (408, 409, 429, 5xx, timeouts and connection errors, exponential backoff with
+jitter, a provider's ``retry-after`` honoured). Amazon Bedrock is `twelvefactor.adapters.bedrock`.
+Only the reducer (and the CLI's eval and local stack) import this module; the SDK is imported at
+module initialisation so that a SnapStart snapshot already holds it.
 """
 
 from __future__ import annotations
@@ -27,19 +28,21 @@ from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
-from twelvefactor.adapters.chat_completions import (
-    ChatCompletionsClient,
-    Completion,
-    ProviderError,
-    ToolCallRequest,
-)
+import openai
+
 from twelvefactor.core.errors import LlmError, LlmRejected, LlmUnavailable
+from twelvefactor.core.events import TokenUsage
 from twelvefactor.core.ports import ChatMessage, ModelReply
 from twelvefactor.core.tools import IntentSet
 from twelvefactor.settings import LlmSettings, OutputMode
 
 logger = logging.getLogger(__name__)
 
+# What the openai SDK talks to when no base URL is configured.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# The SDK refuses to start without a key; local servers (llama.cpp, vLLM, Ollama) need none and ignore
+# this one. A provider that does need a key answers 401, and the error then says which setting to set.
+NO_API_KEY = "no-api-key-configured"
 WRAPPER_KEY = "step"
 UNWRAPPED_MARKER = 'not the {"step": ...} object the json_schema mode asks for'
 SCHEMA_NAME = "next_step"
@@ -88,10 +91,17 @@ class OpenAIModel:
         self.output_mode: OutputMode = output_mode
         self.temperature = temperature
         self.timeout_seconds = timeout_seconds
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._has_api_key = bool(api_key)
-        self.client = ChatCompletionsClient(
-            base_url=base_url, api_key=api_key, timeout_seconds=timeout_seconds, max_retries=max_retries
+        self.client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key or NO_API_KEY,
+            timeout=timeout_seconds,
+            max_retries=max_retries,
         )
+
+    def __repr__(self) -> str:
+        return f"OpenAIModel(model={self.model!r}, base_url={self.base_url!r})"
 
     def decide(self, messages: Sequence[ChatMessage], intents: IntentSet) -> ModelReply:
         request: dict[str, Any] = {
@@ -101,13 +111,18 @@ class OpenAIModel:
             **self._output_format(intents),
         }
         try:
-            completion = self.client.create(request)
-        except ProviderError as error:
+            completion = self.client.chat.completions.create(**request)
+        except openai.APIError as error:
             raise self._translate(error) from error
-        if completion.finish_reason == "length":
+        choice = completion.choices[0] if completion.choices else None
+        if choice is not None and choice.finish_reason == "length":
             # Cut off at the token limit: the core will record the truncated answer as invalid.
             logger.warning("the model's answer was cut off at its token limit")
-        return ModelReply(content=self._answer_text(completion, intents), usage=completion.usage)
+        return ModelReply(content=self._answer_text(choice, intents), usage=usage_of(completion.usage))
+
+    def list_models(self) -> list[str]:
+        """The model ids the endpoint serves (``GET {base_url}/models``); `check_llm` asks it once."""
+        return [model.id for model in self.client.models.list()]
 
     def close(self) -> None:
         self.client.close()
@@ -120,32 +135,34 @@ class OpenAIModel:
                 strict = {"name": SCHEMA_NAME, "strict": True, "schema": strict_schema(intents)}
                 return {"response_format": {"type": "json_schema", "json_schema": strict}}
             case "json_object":
+                # llama.cpp's and vLLM's extension: the SDK passes unknown body fields through as given.
                 return {"response_format": {"type": "json_object", "schema": guided_schema(intents)}}
             case "tools":
                 return {"tools": tool_definitions(intents), "tool_choice": "required"}
 
-    def _answer_text(self, completion: Completion, intents: IntentSet) -> str:
+    def _answer_text(self, choice: Any, intents: IntentSet) -> str:
         # An empty or missing answer is returned as "", which the core records as invalid output.
+        message = getattr(choice, "message", None)
+        content = _text(getattr(message, "content", None))
         match self.output_mode:
             case "json_schema":
-                return unwrap_strict_answer(completion.content or completion.refusal or "", intents)
+                refusal = _text(getattr(message, "refusal", None))
+                return unwrap_strict_answer(content or refusal or "", intents)
             case "json_object":
-                return completion.content or ""
+                return content or ""
             case "tools":
-                return _tool_call_as_intent(completion)
+                return _tool_call_as_intent(getattr(message, "tool_calls", None), content)
 
     # --- errors ------------------------------------------------------------------------------
 
-    def _translate(self, error: ProviderError) -> LlmError:
+    def _translate(self, error: openai.APIError) -> LlmError:
         """The core's error, in words the model may read: it becomes an error event in the thread
         (factor 9), so it names no endpoint, host or address; the log line for operators does."""
-        where = self.client.base_url
-        logger.warning(
-            "the model endpoint %s failed (status %s): %s", where, error.status, _short(error.detail)
-        )
-        detail = _short(scrub_addresses(error.detail, hosts=(urlsplit(where).hostname or "",)))
-        status = error.status
-        if error.timed_out:
+        status = error.status_code if isinstance(error, openai.APIStatusError) else None
+        raw = provider_message(error)
+        logger.warning("the model endpoint %s failed (status %s): %s", self.base_url, status, _short(raw))
+        detail = _short(scrub_addresses(raw, hosts=(urlsplit(self.base_url).hostname or "",)))
+        if isinstance(error, openai.APITimeoutError):
             return LlmUnavailable(f"the model provider did not answer within {self.timeout_seconds}s")
         if status is None:
             return LlmUnavailable(f"could not connect to the model provider: {detail}")
@@ -158,9 +175,35 @@ class OpenAIModel:
             return LlmRejected(f"model {self.model!r} or its endpoint was not found: {detail}")
         if status in (408, 409, 429) or status >= 500:
             return LlmUnavailable(f"the model provider kept failing ({status}) after retries: {detail}")
-        if status < 400:
-            return LlmUnavailable(f"unexpected answer from the model provider: {detail}")
         return LlmRejected(f"the model provider rejected the request ({status}): {detail}")
+
+
+def provider_message(error: openai.APIError) -> str:
+    """The provider's own words (``{"error": {"message": ...}}``), else the transport's."""
+    body = error.body
+    inner = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+        return str(inner["message"])
+    if isinstance(inner, str) and inner:
+        return inner
+    cause = error.__cause__
+    if isinstance(error, openai.APIConnectionError) and cause is not None and str(cause):
+        return str(cause)
+    return error.message
+
+
+def usage_of(usage: Any) -> TokenUsage | None:
+    """The SDK's usage as the core's, with OpenAI's automatically cached prompt tokens."""
+    prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    if not (isinstance(prompt, int) and isinstance(completion, int)) or min(prompt, completion) < 0:
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return TokenUsage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cache_read_tokens=cached if isinstance(cached, int) and cached > 0 else None,
+    )
 
 
 # What an address looks like in a provider's or a transport's words: a URL, a host with a port,
@@ -390,24 +433,38 @@ def _fits(value: Any, schema: dict[str, Any]) -> bool:
     )
 
 
-def _tool_call_as_intent(completion: Completion) -> str:
-    calls = completion.tool_calls
+def _tool_call_as_intent(calls: Any, content: str | None) -> str:
     if not calls:
         # No function call: a server without tool support may still have answered in text.
-        return completion.content or ""
-    call: ToolCallRequest = calls[0]
-    try:
-        # strict=False: raw control characters in a string are read, then cleaned by the core.
-        arguments = json.loads(call.arguments or "{}", strict=False)
-    except ValueError:
-        arguments = None
+        return content or ""
+    function = getattr(calls[0], "function", None)
+    name, raw = getattr(function, "name", None), getattr(function, "arguments", None)
+    if not isinstance(name, str):
+        return content or ""
+    return call_as_intent(name, raw if isinstance(raw, str) else "", calls=len(calls))
+
+
+def call_as_intent(name: str, raw_arguments: str | dict[str, Any], *, calls: int = 1) -> str:
+    """One tool call as the intent's JSON text: the tool's name is the intent."""
+    if isinstance(raw_arguments, dict):
+        arguments: Any = dict(raw_arguments)
+    else:
+        try:
+            # strict=False: raw control characters in a string are read, then cleaned by the core.
+            arguments = json.loads(raw_arguments or "{}", strict=False)
+        except ValueError:
+            arguments = None
     if not isinstance(arguments, dict):
         # Shown as-is in the core's error, so the next attempt can see what went wrong.
-        return f"{call.name}({call.arguments})"
-    if len(calls) > 1:
-        logger.warning("the model made %d tool calls; only the first is used", len(calls))
+        return f"{name}({raw_arguments})"
+    if calls > 1:
+        logger.warning("the model made %d tool calls; only the first is used", calls)
     arguments.pop(DISCRIMINATOR, None)
-    return json.dumps({DISCRIMINATOR: call.name, **arguments})
+    return json.dumps({DISCRIMINATOR: name, **arguments})
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _short(text: str) -> str:

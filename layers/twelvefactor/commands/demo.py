@@ -24,7 +24,7 @@ import queue
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +36,7 @@ from twelvefactor import runtime
 from twelvefactor.commands.console import local_console
 from twelvefactor.commands.local import render_slack
 from twelvefactor.commands.threads import ApiError, SequencedEvent, ThreadsApi, event_line, format_arguments
-from twelvefactor.core import state
+from twelvefactor.core import pricing, state
 from twelvefactor.core.events import (
     ApprovalRequested,
     Done,
@@ -51,6 +51,7 @@ from twelvefactor.local.embedded_llm import EmbeddedLlmError
 from twelvefactor.local.fake_openai import Answer, FakeOpenAI
 from twelvefactor.local.slack_standin import SlackCall
 from twelvefactor.local.stack import LlmEndpoint, LocalStack, StackError, check_llm, open_llm
+from twelvefactor.settings import PricingSettings
 
 EXIT_FAILED = 1
 AGENT = "deploybot"
@@ -390,6 +391,7 @@ class Demo:
             f"(budgets: {agent.max_steps} steps per turn, {agent.max_consecutive_errors} errors in a row)"
         )
         self.out.say(f"  tokens         {state.total_tokens(events):,}")
+        self.out.say(f"  cost           {_cost_line(events)}")
         self.out.say(f"  elapsed        {elapsed:.1f} s")
         for name, status in _executions(stack):
             paused = " (paused on its task token, waiting for a person)" if status == "RUNNING" else ""
@@ -442,3 +444,12 @@ def _executions(stack: LocalStack) -> list[tuple[str, str]]:
     sfn = boto3.client("stepfunctions")
     found = sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
     return [(execution["name"], execution["status"]) for execution in reversed(found)]
+
+
+def _cost_line(events: Sequence[Event]) -> str:
+    model = runtime.current().settings(PricingSettings).model
+    price = pricing.price_for(model)
+    if price is None:
+        return f"unknown: {model!r} is not in the price table ({pricing.PRICES_SOURCE})"
+    cost = pricing.format_usd(pricing.cost_of(events, price))
+    return f"{cost} at {model}'s prices ({pricing.PRICES_SOURCE}, read {pricing.PRICES_READ_ON})"

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -154,9 +155,15 @@ def _run(args: argparse.Namespace) -> int:
                 print(path)
         return 0
 
-    from twelvefactor.adapters.llm import model_from_settings  # noqa: PLC0415 - only a run needs the LLM adapter
+    llm: Any  # BedrockModel or OpenAIModel: both a LanguageModel with close()
+    if settings.provider == "bedrock":
+        from twelvefactor.adapters import bedrock  # noqa: PLC0415 - only a run needs the LLM adapter
 
-    llm = model_from_settings(settings)
+        llm = bedrock.model_from_settings(settings)
+    else:
+        from twelvefactor.adapters.llm import model_from_settings  # noqa: PLC0415
+
+        llm = model_from_settings(settings)
     started_at = datetime.now(UTC)
     try:
         results = [_run_suite(suite, prompts, llm, args, settings.model) for suite in suites]

@@ -4,6 +4,8 @@ moto server (DynamoDB, S3, SES, Lambda, Step Functions executing the real ASL), 
 routes on a local gateway, the handlers running in this process, a Slack Web API stand-in, the fake
 deployment service and a language model: the embedded SmolLM2 (default, no key needed), or any
 OpenAI-compatible provider (``--llm URL``, or OPENAI_BASE_URL/OPENAI_API_KEY/LLM_MODEL set).
+``--provider bedrock`` runs the handlers in Bedrock mode: their boto3 reaches a Converse stand-in on
+loopback (`twelvefactor.local.fake_bedrock`) that that model answers, so Bedrock runs offline too.
 
 What Slack and SES would have shown is printed as it happens.
 """
@@ -25,6 +27,7 @@ from twelvefactor.local.stack import (
     LocalStack,
     SentEmail,
     StackError,
+    as_provider,
     check_llm,
     ensure_port_free,
     open_llm,
@@ -50,6 +53,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "else embedded)",
     )
     up.add_argument("--llm-port", type=int, default=0, help="the embedded model server's port")
+    up.add_argument(
+        "--provider",
+        choices=["openai", "bedrock"],
+        default="openai",
+        help="the handlers' LLM adapter: openai (chat completions) or bedrock (Converse, through a "
+        "loopback stand-in answered by the model above)",
+    )
     up.add_argument(
         "--parameter",
         action="append",
@@ -82,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
     ensure_port_free(args.console_port, "the console")
-    with open_llm(args.llm, port=args.llm_port, say=lambda text: print(text, flush=True)) as llm:
+    with (
+        open_llm(args.llm, port=args.llm_port, say=lambda text: print(text, flush=True)) as served,
+        as_provider(served, args.provider) as llm,
+    ):
         if llm.kind == "provider":
-            check_llm(llm)
+            check_llm(served)
         print("Starting moto server, provisioning template.yaml's resources...", flush=True)
         stack = LocalStack(
             llm,

@@ -450,8 +450,22 @@ def _show(api: ThreadsApi, args: argparse.Namespace) -> int:
     print(f"thread {view['thread_id']} ({view['agent']}, {view['channel']}): {view['status']}")
     for item in api.events(args.thread_id):
         print(event_line(item))
-    print(f"tokens: {view['total_tokens']}")
+    print(f"tokens: {view['total_tokens']}{_cache_note(view.get('usage'))}")
+    print(f"cost: {_cost_line(view)}")
     return 0
+
+
+def _cache_note(usage: Any) -> str:
+    read = usage.get("cache_read_tokens") if isinstance(usage, dict) else None
+    written = usage.get("cache_write_tokens") if isinstance(usage, dict) else None
+    if not read and not written:
+        return ""
+    return f" ({read or 0} read from the prompt cache, {written or 0} written to it)"
+
+
+def _cost_line(view: dict[str, Any]) -> str:
+    cost = view.get("cost_usd")
+    return "unknown (no price for this model)" if cost is None else f"${cost}"
 
 
 def _print_following(api: ThreadsApi, thread_id: str) -> None:

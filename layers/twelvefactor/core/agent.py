@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from functools import cached_property
 
 from .channels import ChannelRef
@@ -25,6 +26,9 @@ class Agent:
     description: str = ""
     max_steps: int = 20
     max_consecutive_errors: int = 3
+    # Dollars the model may cost between two messages from a person, priced by `pricing`; then a
+    # person is asked, as when the step budget is spent. None: no cost budget.
+    max_cost_usd: Decimal | None = Decimal("1.00")
     prefetch: Prefetch | None = None
     # Where the agent contacts a person when its thread was launched with no one to reply to (an
     # EventBridge event): e.g. the on-call team's Slack channel.

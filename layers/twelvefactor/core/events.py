@@ -34,7 +34,13 @@ class _Model(BaseModel):
 
 class TokenUsage(_Model):
     prompt_tokens: int = Field(ge=0)
+    """All input tokens, cached or not (the cached ones are also counted below)."""
     completion_tokens: int = Field(ge=0)
+    cache_read_tokens: int | None = Field(default=None, ge=0)
+    """Input tokens read from the provider's prompt cache (billed at a discount); None when unreported.
+    Optional, so threads stored before caching was recorded still load."""
+    cache_write_tokens: int | None = Field(default=None, ge=0)
+    """Input tokens written to the provider's prompt cache (Bedrock bills these at a premium)."""
 
     @property
     def total_tokens(self) -> int:
@@ -116,7 +122,7 @@ class ErrorData(_Model):
 
 
 class EscalationData(_Model):
-    reason: Literal["error_budget", "step_budget", "wait_timeout", "workflow_failure"]
+    reason: Literal["error_budget", "step_budget", "cost_budget", "wait_timeout", "workflow_failure"]
     message: str
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol, TypedDict
 
 from .events import Thread, TokenUsage
+from .pricing import ModelPrice
 from .tools import IntentSet
 
 if TYPE_CHECKING:
@@ -53,3 +54,5 @@ class Ports:
     llm: LanguageModel
     prompts: PromptRenderer
     clock: Callable[[], datetime] = field(default=utc_now)
+    # The configured model's price (`pricing.price_for`): what the cost budget is checked with.
+    price: ModelPrice | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 
-from . import control, state
+from . import control, pricing, state
 from .agent import Agent
 from .errors import LlmError
 from .events import (
@@ -92,6 +92,9 @@ def step(agent: Agent, thread: Thread, ports: Ports) -> list[Event]:
             return [_escalate(ports, "error_budget", f"{agent.max_consecutive_errors} errors in a row")]
         case Move.ESCALATE_STEPS:
             return [_escalate(ports, "step_budget", f"step budget of {agent.max_steps} spent")]
+    # The cost budget: checked apart from `next_move`, since only the ports know the model's price.
+    if spent := pricing.cost_budget_spent(list(thread.events), ports.price, agent.max_cost_usd):
+        return [_escalate(ports, "cost_budget", spent)]
     return _decide(agent, thread, ports)
 
 

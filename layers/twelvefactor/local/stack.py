@@ -15,6 +15,7 @@ with the stack's own endpoints and local secrets on top. Everything is undone on
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import email.utils
@@ -41,7 +42,7 @@ import boto3
 import httpx
 
 from .. import runtime
-from ..settings import LlmSettings, OutputMode
+from ..settings import LlmProvider, LlmSettings, OutputMode
 from . import roles
 from .fake_services import run_fake_services
 from .gateway import LocalGateway, Route
@@ -133,6 +134,10 @@ class LlmEndpoint:
     timeout_seconds: float | None = None
     # None keeps LLM_TEMPERATURE as configured; the embedded model runs at 0 so a demo repeats.
     temperature: float | None = None
+    # "bedrock": the handlers use the Bedrock adapter, reaching the Converse stand-in at ``bedrock_url``
+    # (`twelvefactor.local.fake_bedrock`, backed by this endpoint) through boto3's endpoint variable.
+    provider: LlmProvider = "openai"
+    bedrock_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -449,6 +454,7 @@ class LocalStack:
     def _parameters(self, services_url: str) -> dict[str, str]:
         return {
             "LlmBaseUrl": self.llm.base_url or "",
+            "LlmProvider": self.llm.provider,
             "LlmModel": self.llm.model,
             "LlmOutputMode": self.llm.output_mode,
             # Every agent's service parameter (<Agent>ServiceUrl, docs/configuration.md) points at
@@ -511,6 +517,9 @@ class LocalStack:
             own["LLM_TIMEOUT_SECONDS"] = str(self.llm.timeout_seconds)
         if self.llm.temperature is not None:
             own["LLM_TEMPERATURE"] = str(self.llm.temperature)
+        if self.llm.provider == "bedrock":
+            own["LLM_PROVIDER"] = "bedrock"
+            own["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = self.llm.bedrock_url
         return own
 
     def _quiet_moto_access_log(self) -> None:
@@ -765,29 +774,52 @@ def open_llm(
     )
 
 
+@contextmanager
+def as_provider(llm: LlmEndpoint, provider: LlmProvider) -> Iterator[LlmEndpoint]:
+    """The endpoint as the handlers should reach it: unchanged for openai; for bedrock, through a
+    Converse stand-in on loopback that this endpoint answers (the handlers use boto3's Converse)."""
+    if provider == "openai":
+        yield llm
+        return
+    from .fake_bedrock import EmbeddedConverse, FakeBedrock  # noqa: PLC0415 - only this path needs it
+
+    if llm.base_url is None:
+        raise StackError("--provider bedrock needs a model server to answer (embedded, or --llm URL)")
+    backend = EmbeddedConverse(llm.base_url, llm.model, timeout_seconds=llm.timeout_seconds or 600.0)
+    try:
+        with FakeBedrock(backend) as standin:
+            yield dataclasses.replace(
+                llm,
+                provider="bedrock",
+                bedrock_url=standin.url,
+                description=f"Bedrock Converse stand-in at {standin.url}, answered by {llm.description}",
+            )
+    finally:
+        backend.close()
+
+
 def check_llm(llm: LlmEndpoint) -> None:
     """Ask the endpoint for its models once, so a bad key or URL fails here, in words, not as three
     error events and an escalation in the first thread."""
-    from twelvefactor.adapters.chat_completions import (  # noqa: PLC0415 - the reducer's own client
-        ChatCompletionsClient,
-        ProviderError,
-    )
+    import openai  # noqa: PLC0415 - the reducer's own client, loaded only when a stack starts
 
-    client = ChatCompletionsClient(
-        base_url=llm.base_url, api_key=llm.api_key, max_retries=0, timeout_seconds=15
+    from twelvefactor.adapters.llm import OpenAIModel  # noqa: PLC0415
+
+    client = OpenAIModel(
+        model=llm.model, base_url=llm.base_url, api_key=llm.api_key, max_retries=0, timeout_seconds=15
     )
     where = client.base_url
     try:
         client.list_models()
-    except ProviderError as error:
-        if error.status is None:
-            raise StackError(f"nothing answers at {where}: check the URL and that the server runs") from error
-        if error.status == 401:
+    except openai.APIStatusError as error:
+        if error.status_code == 401:
             raise StackError(
-                f"the provider at {where} rejected the API key (set a valid OPENAI_API_KEY): {error.detail}"
+                f"the provider at {where} rejected the API key (set a valid OPENAI_API_KEY): {error.message}"
             ) from error
-        if error.status == 403:
-            raise StackError(f"the provider at {where} refused access: {error.detail}") from error
+        if error.status_code == 403:
+            raise StackError(f"the provider at {where} refused access: {error.message}") from error
         # Other statuses pass: some compatible servers have no /models; the first real call will tell.
+    except openai.APIError as error:
+        raise StackError(f"nothing answers at {where}: check the URL and that the server runs") from error
     finally:
         client.close()

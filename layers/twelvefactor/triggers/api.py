@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -45,10 +46,10 @@ from ..adapters.ports import (
     WorkflowError,
 )
 from ..adapters.webhook import SignatureRejected, UnknownCallback
-from ..core import state
+from ..core import pricing, state
 from ..core.channels import ChannelRef, NoReplyRef, WebhookRef
 from ..core.errors import NotWaiting, ThreadNotFound, TwelvefactorError, UnknownAgent
-from ..core.events import IntentName, Thread, ThreadId, dump_event
+from ..core.events import IntentName, Thread, ThreadId, TokenUsage, dump_event
 from ..core.outbound import UnsafeUrl
 from ..core.replies import ApprovalReply, TextReply
 
@@ -150,12 +151,19 @@ class ThreadView(ThreadSummary):
 
     status: state.ThreadStatus
     total_tokens: int
+    usage: TokenUsage = Field(description="every decision's tokens, summed, cache reads and writes included")
+    cost_usd: str | None = Field(
+        description=f"the model's cost in USD at {pricing.PRICES_SOURCE} prices; null when the model's "
+        "price is unknown"
+    )
     last_seq: int
     events: list[EventPointer | dict[str, Any]] = Field(description=EVENTS_DESCRIPTION)
     next_after: int | None = Field(description=NEXT_AFTER_DESCRIPTION)
 
     @classmethod
-    def of_thread(cls, meta: ThreadMeta, thread: Thread, first_page: EventsPage) -> ThreadView:
+    def of_thread(
+        cls, meta: ThreadMeta, thread: Thread, first_page: EventsPage, price: pricing.ModelPrice | None = None
+    ) -> ThreadView:
         """The page is read after the thread, so it may hold events the status does not describe
         yet: those are left to the next page, and the view is one moment of the thread."""
         events = [event for event in first_page.events if _seq_of(event) <= thread.last_seq]
@@ -164,10 +172,16 @@ class ThreadView(ThreadSummary):
             **ThreadSummary.of(meta).model_dump(),
             status=state.status(thread.events),
             total_tokens=state.total_tokens(thread.events),
+            usage=pricing.total_usage(thread.events),
+            cost_usd=_usd(pricing.cost_of(thread.events, price)),
             last_seq=thread.last_seq,
             events=events,
             next_after=next_after,
         )
+
+
+def _usd(cost: Decimal | None) -> str | None:
+    return None if cost is None else str(cost.quantize(Decimal("0.000001")))
 
 
 def _seq_of(event: EventPointer | dict[str, Any]) -> int:
