@@ -37,7 +37,7 @@ DEPLOY_PRODUCTION = intent("deploy_backend", tag="v1.2.3", environment="producti
 
 
 def _launch_waiting_for_approval(stack: Stack) -> str:
-    stack.script(DEPLOY_PRODUCTION, intent("done_for_now", message="Deployed v1.2.3."))
+    stack.script(intent("list_git_tags"), DEPLOY_PRODUCTION)
     launched = stack.api(api_event("api-launch"))
     assert launched.status == 202, launched.body
     thread_id: str = launched.body["thread_id"]
@@ -75,7 +75,7 @@ def test_a_callback_url_aimed_at_metadata_or_private_addresses_is_422_and_writes
     stack: Stack, url: str
 ) -> None:
     # Given the stack in local mode (loopback callbacks allowed, as `twelvefactor local up` runs it)
-    stack.script(DEPLOY_PRODUCTION)
+    stack.script(intent("list_git_tags"), DEPLOY_PRODUCTION)
 
     # When a launch asks for callbacks at an internal address
     refused = stack.api(_webhook_launch(url))
@@ -116,7 +116,8 @@ def _unchanged_and_still_waiting(stack: Stack, thread_id: str, before: tuple[Any
     events = stack.events(thread_id)
     assert events == before
     assert state.status(events) is ThreadStatus.AWAITING_APPROVAL
-    assert not [event for event in events if isinstance(event, Approval | ToolResult)]
+    deployed = [e for e in events if isinstance(e, ToolResult) and e.data.intent == "deploy_backend"]
+    assert not [event for event in events if isinstance(event, Approval)] and not deployed
 
 
 @pytest.mark.parametrize("approved", ["yes", "true", "false", 1, 0, None])

@@ -87,8 +87,7 @@ def emitted(
         usage_reply(intent("list_git_tags"), 100, 10),
         usage_reply("this is not an intent", 50, 5),
         usage_reply(intent("deploy_backend", **DEPLOY), 200, 20),
-        usage_reply(intent("done_for_now", message="Deployed v1.2.3."), 80, 8),
-    )
+    )  # (the deploy that ran ends the turn with deploybot's own message: the model is not asked)
     approved = _thread(stack)
     _reduce(stack, approved)
     awaiting = stack.events(approved)[-1]
@@ -100,7 +99,9 @@ def emitted(
     assert stack.events(approved)[-1].type == "done"
     # A thread whose tool cannot reach its service (a tool error), then a failed wait (escalation)
     monkeypatch.setenv("DEPLOYBOT_SERVICE_URL", "http://127.0.0.1:9")
-    stack.script(intent("list_git_tags"), intent("deploy_backend", **DEPLOY))
+    stack.script(
+        intent("list_git_tags"), intent("request_human_input", question="The service is down. Retry?")
+    )
     failing = _thread(stack)
     _reduce(stack, failing)
     _reduce(stack, failing, error={"Error": "States.Timeout", "Cause": "no answer"})
