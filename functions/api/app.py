@@ -126,9 +126,9 @@ def callback(callback_id: Annotated[str, Path(pattern=CALLBACK_ID_PATTERN)]) -> 
 def cancel(thread_id: ThreadIdPath) -> Response[Accepted]:
     logger.append_keys(thread_id=thread_id)
     caller = app.current_event.request_context.identity.user_arn
-    runtime.current().cancel(thread_id, by=caller, reason="cancelled through the API")
+    cancelled = runtime.current().cancel(thread_id, by=caller, reason="cancelled through the API")
     metrics.add_metric(name="Cancellations", unit=MetricUnit.Count, value=1)
-    return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status="cancelled"))
+    return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status=cancelled.status))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -44,7 +44,7 @@ from .adapters.webhook import UnknownCallback
 from .core import reducer, replies, state
 from .core.agent import AgentRegistry
 from .core.channels import ChannelRef, EmailRef, NoReplyRef, Notification, SlackRef, notification_for
-from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread
+from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread, ToolCall
 from .core.ports import LanguageModel, Ports, PromptRenderer, utc_now
 from .core.state import ThreadStatus
 from .settings import (
@@ -394,13 +394,39 @@ class Runtime:
         self._continue(thread.id, seq)
         return Resumed(thread.id, state.status(thread.extended(events).events))
 
-    def cancel(self, thread_id: str, *, by: str | None = None, reason: str = "") -> None:
-        self._append_decided(
+    def cancel(self, thread_id: str, *, by: str | None = None, reason: str = "") -> Resumed:
+        """Cancel the thread. A call already cleared to run (approved, or needing no approval) is not
+        abandoned halfway: its execution runs it (or finishes running it) and records its outcome,
+        and only then is the thread `cancelled`; until then it is `cancelling`."""
+        thread, events, seq = self._append_decided(
             thread_id, lambda thread: replies.cancel(thread, at=self.clock(), by=by, reason=reason)
         )
-        self.store.clear_wait(thread_id)
-        self.workflow.cancel(thread_id)
-        logger.info("thread cancelled", extra={"thread_id": thread_id, "by": by})
+        after = state.status(thread.extended(events).events)
+        if after is ThreadStatus.CANCELLING:
+            # The running execution settles the call; one that ended (a workflow failure left the
+            # call unsettled) is started again for it.
+            self._continue(thread_id, seq)
+        else:
+            wait = self.store.get_wait(thread_id)
+            self.store.clear_wait(thread_id)
+            self.workflow.cancel(thread_id)
+            if wait is not None:
+                self._end_wait(thread_id, wait.task_token)
+        logger.info("thread cancelled", extra={"thread_id": thread_id, "by": by, "status": after.value})
+        return Resumed(thread_id, after)
+
+    def _end_wait(self, thread_id: str, task_token: str) -> None:
+        """End a cancelled thread's paused execution through its task token. On AWS StopExecution
+        already did, and the token is refused; moto's StopExecution leaves an execution paused on a
+        token running, and so would a stop that raced the pause. Resumed, the execution's reducer
+        finds the thread cancelled and the state machine finishes (SendTaskFailure would take the
+        Catch, a longer way to the same end)."""
+        if task_token == NO_EXECUTION:
+            return
+        try:
+            self.workflow.resume(task_token, {"thread_id": thread_id})
+        except WorkflowError as error:
+            logger.info("cancelled thread's wait already ended", extra={"thread_id": thread_id, "error": str(error)})
 
     def reduce(self, thread_id: str) -> Reduced:
         """The reducer Lambda: step until the thread waits or ends, persisting every move.
@@ -423,7 +449,15 @@ class Runtime:
 
         def persist(_thread: Thread, events: list[Event]) -> None:
             nonlocal last_seq
-            last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
+            try:
+                last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
+            except ConcurrentAppend:
+                # The move lost its sequence number, but an executor call in it has run: its outcome
+                # is recorded after whatever landed meanwhile (a cancel, a message), never dropped.
+                recorded = self._record_calls_that_ran(thread_id, events)
+                if recorded:
+                    moves.append(recorded)
+                raise
             moves.append(events)
 
         finished = reducer.run_until_paused(agent, thread, self.ports, persist)
@@ -432,6 +466,38 @@ class Runtime:
         if status == "done" and any(isinstance(event, Done) for event in new_events):
             self._tell_done(meta, finished)
         return Reduced(thread_id, status, new_events, moves=len(moves))
+
+    def _record_calls_that_ran(self, thread_id: str, move: list[Event]) -> list[Event]:
+        """Append, at the thread's current end, the calls and outcomes of a move whose executors ran
+        and which the thread does not hold yet (a concurrent execution may have recorded the same
+        call under the same id). A move with no executor outcome (a model decision) is not kept:
+        it had no side effect, and it is decided again on the thread as it now stands."""
+        if not any(state.outcome_call_id(event) for event in move):
+            return []
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            _meta, thread = self.store.load_outline(thread_id)
+            calls = {event.data.call_id for event in thread.events if isinstance(event, ToolCall)}
+            outcomes = {state.outcome_call_id(event) for event in thread.events} - {None}
+            missing = [
+                event
+                for event in move
+                if (isinstance(event, ToolCall) and event.data.call_id not in calls)
+                or ((call_id := state.outcome_call_id(event)) is not None and call_id not in outcomes)
+            ]
+            if not missing:
+                return []
+            try:
+                self.store.append(thread_id, missing, expected_last_seq=thread.last_seq)
+            except ConcurrentAppend:
+                if attempt == MAX_APPEND_ATTEMPTS - 1:
+                    raise
+                time.sleep(jitter.full_jitter(min(MAX_APPEND_BACKOFF_SECONDS, 0.005 * 2**attempt)))
+                continue
+            logger.info(
+                "recorded a call's outcome after a concurrent write", extra={"thread_id": thread_id}
+            )
+            return missing
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _tell_done(self, meta: ThreadMeta, thread: Thread) -> None:
         """Factor 11: the final message goes back on the channel the thread came from."""
@@ -470,6 +536,9 @@ class Runtime:
             new_events = (Escalation(at=self.clock(), data=data),)
             self.store.append(thread_id, list(new_events), expected_last_seq=thread.last_seq)
             thread = thread.extended(new_events)
+        after = state.status(thread.events)
+        if after.is_final:  # a cancel waited for a call the failure made the thread give up on
+            return Reduced(thread_id, _reduce_status(after), new_events)
         wait = self._new_wait(thread_id, task_token=NO_EXECUTION, kind="escalation")
         self.store.save_wait(wait)
         logger.warning(
@@ -485,7 +554,10 @@ class Runtime:
         meta, thread = self.store.load(thread_id)
         current = state.status(thread.events)
         if current is ThreadStatus.CANCELLED:
-            return None  # cancel stops the execution; there is nobody to ask
+            # There is nobody to ask. Cancel stopped the execution; should this pause have raced the
+            # stop (or the stop not taken, as in moto), the failed wait ends it.
+            self._end_wait(thread_id, task_token)
+            return None
         if not current.is_waiting:
             # The answer landed between the reducer's pause and this task: carry straight on.
             self.workflow.resume(task_token, {"thread_id": thread_id})
