@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Puts the Lambda runtime's Python (3.12) on PATH where pyenv has it; the layer's own build needs no 3.12.
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.11' | head -1):$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | head -1)
 
-.PHONY: venv demo test unit lint format validate build clean bench bench-smoke
+.PHONY: venv demo test unit lint format validate build clean bench bench-smoke soak reliability-report
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -34,6 +34,21 @@ demo: $(LOCAL_STAMP)
 # The whole suite, the embedded model's e2e and eval runs included, hence the local extra.
 test: $(LOCAL_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The seeded soak (tests/soak): THREADS threads through random schedules with faults at every port,
+# checked against five invariants; then the Hypothesis suites under the random profile (make test
+# runs them derandomized). A failing run prints its seed: `make soak SEED=<seed>` replays it.
+# The figures land in .cache/soak/results.json; `make reliability-report` puts them in docs/.
+THREADS ?= 500
+FAULT_RATE ?= 0.25
+soak: venv
+	SOAK_THREADS=$(THREADS) SOAK_RATE=$(FAULT_RATE) $(if $(SEED),SOAK_SEED=$(SEED)) $(BIN)/python -m pytest tests/soak -s -q $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=random $(BIN)/python -m pytest -q tests/reliability/test_hostile_fuzz.py tests/reliability/test_openapi.py tests/unit/test_context.py tests/unit/test_hypothesis_profile.py
+
+# docs/reliability.md from the last saved results of tests/reliability (and of `make soak`); no test
+# run writes a tracked file.
+reliability-report: venv
+	$(BIN)/python -m tests.reliability.report
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -34,16 +34,17 @@ from .adapters import jitter
 from .adapters.ports import (
     ConcurrentAppend,
     PendingWait,
+    TaskTokenRefused,
     ThreadExists,
     ThreadMeta,
     ThreadStore,
     Workflow,
-    WorkflowError,
 )
 from .adapters.webhook import UnknownCallback
 from .core import reducer, replies, state
 from .core.agent import AgentRegistry
 from .core.channels import ChannelRef, EmailRef, NoReplyRef, Notification, SlackRef, notification_for
+from .core.errors import NotWaiting
 from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread, ToolCall
 from .core.ports import LanguageModel, Ports, PromptRenderer, utc_now
 from .core.state import ThreadStatus
@@ -364,7 +365,8 @@ class Runtime:
             lambda thread: replies.follow_up(thread, text, at=self.clock(), channel=channel, sender=sender),
         )
         before = state.status(thread.events)
-        if before.is_waiting:
+        if before.is_waiting or self.store.get_wait(thread_id) is not None:
+            # (a runnable thread holding a wait: an earlier answer's hand-over failed; this one's does it)
             self._continue(thread_id, seq)
         elif before.is_final:
             # The last execution ended; a runnable thread's running execution picks the message up.
@@ -373,9 +375,14 @@ class Runtime:
 
     def resume(self, thread_id: str, reply: replies.ApprovalReply | replies.TextReply) -> Resumed:
         """A person's answer: NotWaiting (409) unless the thread waits for exactly that."""
-        thread, events, seq = self._append_decided(
-            thread_id, lambda thread: replies.respond(thread, reply, at=self.clock())
-        )
+        try:
+            thread, events, seq = self._append_decided(
+                thread_id, lambda thread: replies.respond(thread, reply, at=self.clock())
+            )
+        except NotWaiting:
+            if (handed := self._hand_over_left(thread_id)) is None:
+                raise
+            return handed
         self._continue(thread_id, seq)
         return Resumed(thread_id, state.status(thread.extended(events).events))
 
@@ -388,9 +395,14 @@ class Runtime:
         wait = self.store.find_wait_by_callback(callback_id) or self._wait_for_tool_call(callback_id)
         if wait is None:
             raise UnknownCallback(f"no pending wait for callback {callback_id!r}")
-        thread, events, seq = self._append_decided(
-            wait.thread_id, lambda thread: self._answer(thread, wait, payload)
-        )
+        try:
+            thread, events, seq = self._append_decided(
+                wait.thread_id, lambda thread: self._answer(thread, wait, payload)
+            )
+        except NotWaiting:
+            if (handed := self._hand_over_left(wait.thread_id)) is None:
+                raise
+            return handed
         self._continue(thread.id, seq)
         return Resumed(thread.id, state.status(thread.extended(events).events))
 
@@ -398,22 +410,41 @@ class Runtime:
         """Cancel the thread. A call already cleared to run (approved, or needing no approval) is not
         abandoned halfway: its execution runs it (or finishes running it) and records its outcome,
         and only then is the thread `cancelled`; until then it is `cancelling`."""
-        thread, events, seq = self._append_decided(
-            thread_id, lambda thread: replies.cancel(thread, at=self.clock(), by=by, reason=reason)
-        )
+        try:
+            thread, events, seq = self._append_decided(
+                thread_id, lambda thread: replies.cancel(thread, at=self.clock(), by=by, reason=reason)
+            )
+        except NotWaiting:
+            # A repeated cancel whose first attempt failed to end the execution (the wait was put
+            # back) finishes that; any other repeat is the 409 it always was.
+            _meta, outline = self.store.load_outline(thread_id)
+            ended = state.status(outline.events) is ThreadStatus.CANCELLED
+            if not ended or self.store.get_wait(thread_id) is None:
+                raise
+            self._stop(thread_id)
+            return Resumed(thread_id, ThreadStatus.CANCELLED)
         after = state.status(thread.extended(events).events)
         if after is ThreadStatus.CANCELLING:
             # The running execution settles the call; one that ended (a workflow failure left the
             # call unsettled) is started again for it.
             self._continue(thread_id, seq)
         else:
-            wait = self.store.get_wait(thread_id)
-            self.store.clear_wait(thread_id)
+            self._stop(thread_id)
+        logger.info("thread cancelled", extra={"thread_id": thread_id, "by": by, "status": after.value})
+        return Resumed(thread_id, after)
+
+    def _stop(self, thread_id: str) -> None:
+        """Stop a cancelled thread's execution and end its wait; should Step Functions fail, the wait
+        is put back so that the caller's retry does it."""
+        wait = self.store.clear_wait(thread_id)
+        try:
             self.workflow.cancel(thread_id)
             if wait is not None:
                 self._end_wait(thread_id, wait.task_token)
-        logger.info("thread cancelled", extra={"thread_id": thread_id, "by": by, "status": after.value})
-        return Resumed(thread_id, after)
+        except Exception:
+            if wait is not None:
+                self.store.save_wait(wait)
+            raise
 
     def _end_wait(self, thread_id: str, task_token: str) -> None:
         """End a cancelled thread's paused execution through its task token. On AWS StopExecution
@@ -425,8 +456,10 @@ class Runtime:
             return
         try:
             self.workflow.resume(task_token, {"thread_id": thread_id})
-        except WorkflowError as error:
-            logger.info("cancelled thread's wait already ended", extra={"thread_id": thread_id, "error": str(error)})
+        except TaskTokenRefused as error:
+            logger.info(
+                "cancelled thread's wait already ended", extra={"thread_id": thread_id, "error": str(error)}
+            )
 
     def reduce(self, thread_id: str) -> Reduced:
         """The reducer Lambda: step until the thread waits or ends, persisting every move.
@@ -493,9 +526,7 @@ class Runtime:
                     raise
                 time.sleep(jitter.full_jitter(min(MAX_APPEND_BACKOFF_SECONDS, 0.005 * 2**attempt)))
                 continue
-            logger.info(
-                "recorded a call's outcome after a concurrent write", extra={"thread_id": thread_id}
-            )
+            logger.info("recorded a call's outcome after a concurrent write", extra={"thread_id": thread_id})
             return missing
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -566,9 +597,10 @@ class Runtime:
         self.store.save_wait(wait)
         arrived = self.store.events_after(thread_id, thread.last_seq)
         if arrived:
-            # A reply was appended before the wait was saved, so it found no token to resume with.
-            self.store.clear_wait(thread_id)
-            self._resume_execution(thread_id, wait, arrived[0][0])
+            # A reply was appended before the wait was saved, so it found no token to resume with;
+            # unless a trigger took the wait meanwhile, and resumed with it.
+            if self.store.clear_wait(thread_id) is not None:
+                self._resume_execution(thread_id, wait, arrived[0][0])
             return None
         notification = notification_for(thread_id, thread.events)
         if notification is None:
@@ -654,14 +686,31 @@ class Runtime:
 
     def _continue(self, thread_id: str, seq: int) -> None:
         """Hand the thread back to its paused execution, or start one if that execution is gone."""
-        wait = self.store.get_wait(thread_id)
+        # Taken (read and deleted at once) before resuming: once resumed, the next pause may save a
+        # new wait at any moment; and of two triggers here at once, only one hands the answer over.
+        wait = self.store.clear_wait(thread_id)
         if wait is None:
             # The execution is between its reducer and Notify; Notify sees the reply and resumes.
             logger.info("no wait saved yet; Notify will resume", extra={"thread_id": thread_id})
             return
-        # Cleared before resuming: once resumed, the next pause may save a new wait at any moment.
-        self.store.clear_wait(thread_id)
-        self._resume_execution(thread_id, wait, seq)
+        try:
+            self._resume_execution(thread_id, wait, seq)
+        except Exception:
+            # The answer is recorded but its execution was not given it (Step Functions throttled or
+            # failed): the wait is put back, so the caller's retry hands it over (`_hand_over_left`).
+            self.store.save_wait(wait)
+            raise
+
+    def _hand_over_left(self, thread_id: str) -> Resumed | None:
+        """A repeated request finds its answer recorded: if the thread runs on it but still holds
+        the wait (the first attempt failed to resume the execution), finish that hand-over."""
+        _meta, thread = self.store.load_outline(thread_id)
+        current = state.status(thread.events)
+        if not current.is_runnable or self.store.get_wait(thread_id) is None:
+            return None
+        logger.info("handing a recorded answer to its execution", extra={"thread_id": thread_id})
+        self._continue(thread_id, thread.last_seq)
+        return Resumed(thread_id, current)
 
     def _resume_execution(self, thread_id: str, wait: PendingWait, seq: int) -> None:
         if wait.task_token == NO_EXECUTION:
@@ -669,8 +718,9 @@ class Runtime:
             return
         try:
             self.workflow.resume(wait.task_token, {"thread_id": thread_id})
-        except WorkflowError as error:
+        except TaskTokenRefused as error:
             # The token died with its execution (timed out and escalated, or failed): start anew.
+            # (Any other failure is raised: that execution still waits, and a second must not start.)
             logger.warning("task token rejected; starting a new execution", extra={"error": str(error)})
             self.workflow.start(thread_id, seq)
 

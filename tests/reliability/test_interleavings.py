@@ -8,6 +8,7 @@ reducer records it: the worst moment, reached on every run rather than in 3 of 5
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -73,7 +74,9 @@ def test_a_cancel_while_the_approved_call_runs_is_recorded_after_its_result(
     # Then both requests were taken
     assert (approved.status, cancels) == (202, [202])
     # And the one deploy is in the thread, once, as the approved call's result, before nothing else
-    assert [(d["tag"], d["environment"]) for d in deploys(stack.deploy_service_url)] == [("v1.2.3", "production")]
+    assert [(d["tag"], d["environment"]) for d in deploys(stack.deploy_service_url)] == [
+        ("v1.2.3", "production")
+    ]
     events = stack.events(thread_id)
     [call] = [event for event in events if isinstance(event, ToolCall)]
     outcomes = [event for event in events if isinstance(event, ToolResult | Error) and event.data.call_id]
@@ -81,7 +84,10 @@ def test_a_cancel_while_the_approved_call_runs_is_recorded_after_its_result(
     # And the thread is cancelled, with the cancel recorded once and the model never asked again
     assert state.status(events) is ThreadStatus.CANCELLED
     assert sum(isinstance(event, Cancelled) for event in events) == 1
-    assert [event.type for event in events][-2:] in (["cancelled", "tool_result"], ["tool_result", "cancelled"])
+    assert [event.type for event in events][-2:] in (
+        ["cancelled", "tool_result"],
+        ["tool_result", "cancelled"],
+    )
     assert stack.model.remaining == 1
     # And no execution is left running
     assert [execution["status"] for execution in executions] == ["SUCCEEDED"]
@@ -108,7 +114,7 @@ def test_a_cancel_while_a_call_is_approved_lets_it_run_first(stack: Stack, cases
     cases.add(4)
     assert not deploys(stack.deploy_service_url)
     # And the paused execution is resumed
-    stack.sfn.send_task_success(taskToken=wait.task_token, output='{"thread_id": "%s"}' % thread_id)
+    stack.sfn.send_task_success(taskToken=wait.task_token, output=json.dumps({"thread_id": thread_id}))
     executions = _ended(stack)
 
     # Then the approval and the cancel were taken, the rest refused, and the status said so

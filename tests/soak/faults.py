@@ -38,7 +38,9 @@ class Invocation:
     thread_id: str
 
 
-invocation: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("soak_invocation", default=None)
+invocation: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar(
+    "soak_invocation", default=None
+)
 
 
 @contextmanager
@@ -119,13 +121,15 @@ class SoakModel:
                 return ModelReply(content=_intent("deploy_backend", tag=5, environment="moon"), usage=usage)
         current = invocation.get()
         rng = self._plan.rng(current.thread_id if current else "", "llm-decision")
-        choice = rng.choices(
-            ("staging", "production", "tags", "ask", "done"), weights=(2, 3, 1, 2, 3), k=1
-        )[0]
+        choice = rng.choices(("staging", "production", "tags", "ask", "done"), weights=(2, 3, 1, 2, 3), k=1)[
+            0
+        ]
         content = {
             "staging": _intent("deploy_backend", tag="v1.2.3", environment="staging"),
             "production": _intent(
-                "deploy_frontend" if rng.random() < 0.5 else "deploy_backend", tag="v1.2.2", environment="production"
+                "deploy_frontend" if rng.random() < 0.5 else "deploy_backend",
+                tag="v1.2.2",
+                environment="production",
             ),
             "tags": _intent("list_git_tags"),
             "ask": _intent("request_human_input", question="Which tag should go out?"),
@@ -178,7 +182,9 @@ class FaultyStore:
     def _crash(self, when: str) -> None:
         current = invocation.get()
         if current is not None and current.function in ("reducer", "notify"):
-            kind = self._plan.draw(f"crash-{when}", (f"{current.function}_crash_{when}_write",), rate=self._plan.rate / 2)
+            kind = self._plan.draw(
+                f"crash-{when}", (f"{current.function}_crash_{when}_write",), rate=self._plan.rate / 2
+            )
             if kind:
                 raise Crash(f"the {current.function} was killed {when} a write")
 
@@ -201,7 +207,14 @@ class FaultyStore:
         self._crash("after")
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("load", "load_outline", "get_wait", "clear_wait", "events_after", "find_wait_by_callback"):
+        if name in (
+            "load",
+            "load_outline",
+            "get_wait",
+            "clear_wait",
+            "events_after",
+            "find_wait_by_callback",
+        ):
             return self._read(name)
         return getattr(self._store, name)
 
@@ -227,7 +240,9 @@ class FaultyWorkflow:
     def resume(self, task_token: str, output: dict[str, object]) -> None:
         fault = self._plan.draw("stepfunctions", ("sfn_throttled", "sfn_invalid_token"))
         if fault == "sfn_throttled":
-            raise StepFunctionsError("SendTaskSuccess failed with ThrottlingException: Rate exceeded", "ThrottlingException")
+            raise StepFunctionsError(
+                "SendTaskSuccess failed with ThrottlingException: Rate exceeded", "ThrottlingException"
+            )
         if fault == "sfn_invalid_token":
             # The wait times out at this very moment, as TimeoutSeconds would make it: the real
             # token is then refused by the real service.
@@ -244,14 +259,16 @@ class FaultyWorkflow:
 
     def _throttle(self, operation: str) -> None:
         if self._plan.draw("stepfunctions", ("sfn_throttled",), rate=self._plan.rate / 2):
-            raise StepFunctionsError(f"{operation} failed with ThrottlingException: Rate exceeded", "ThrottlingException")
+            raise StepFunctionsError(
+                f"{operation} failed with ThrottlingException: Rate exceeded", "ThrottlingException"
+            )
 
 
 def time_out(task_token: str) -> None:
     """Fail a wait as its TimeoutSeconds would (error States.Timeout, with a cause). Called on moto's
     backend: its SendTaskFailure API drops the cause, which the state machine's Catch reads."""
-    from moto.core import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - the soak's private moto access, in one place
-    from moto.stepfunctions.responses import get_backend  # noqa: PLC0415
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.stepfunctions.responses import get_backend
 
     get_backend(DEFAULT_ACCOUNT_ID, "us-east-1").send_task_failure(
         task_token, error="States.Timeout", cause="the wait timed out (soak)"

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -46,8 +47,9 @@ INVARIANTS = (
     "A refused input wrote nothing (and an accepted one was written once)",
 )
 SETTLE_SECONDS = 30.0
+FAILURES = Path(__file__).resolve().parents[2] / ".cache" / "soak" / "failures.json"
 MAX_ACTIONS = 8
-MAX_RETRIES = 3
+MAX_RETRIES = 4
 
 
 @dataclass
@@ -71,7 +73,8 @@ class Violation:
     detail: str
 
     def __str__(self) -> str:
-        return f"invariant {self.invariant} ({INVARIANTS[self.invariant - 1]}) broken on {self.thread_id}: {self.detail}"
+        text = INVARIANTS[self.invariant - 1]
+        return f"invariant {self.invariant} ({text}) broken on {self.thread_id}: {self.detail}"
 
 
 @dataclass
@@ -95,7 +98,11 @@ class SoakResult:
             "faults_total": sum(self.faults.values()),
             "thread_ends": dict(sorted(self.ends.items())),
             "invariants": [
-                {"invariant": text, "checks": self.checks[number], "violations": sum(v.invariant == number for v in self.violations)}
+                {
+                    "invariant": text,
+                    "checks": self.checks[number],
+                    "violations": sum(v.invariant == number for v in self.violations),
+                }
                 for number, text in enumerate(INVARIANTS, start=1)
             ],
             "outcome": "pass" if not self.violations else "fail",
@@ -135,15 +142,23 @@ class Soak:
             thread_ids = list(pool.map(self._drive, range(self.threads)))
         ends, checks, violations = self._check(thread_ids)
         return SoakResult(
-            self.seed, self.threads, list(self.requests), Counter(self.plan.injected), ends, checks, violations,
+            self.seed,
+            self.threads,
+            list(self.requests),
+            Counter(self.plan.injected),
+            ends,
+            checks,
+            violations,
             time.monotonic() - started,
         )
 
     def _drive(self, number: int) -> str:
         rng = random.Random(f"{self.seed}:driver:{number}")
         key = f"soak-{self.seed}-{number}"
-        thread_id = runtime._thread_id_for(key)  # noqa: SLF001 - the id a launch key gives
-        self._launch(rng, thread_id, key, number)
+        channel = rng.choice(("api", "slack", "email"))
+        # The id a launch key gives (the Api function scopes the caller's Idempotency-Key).
+        thread_id = runtime._thread_id_for(f"api:{key}" if channel == "api" else key)
+        self._launch(rng, channel, thread_id, key, number)
         for step in range(MAX_ACTIONS):
             thread = self._settle(thread_id)
             if thread is None:
@@ -152,7 +167,16 @@ class Soak:
             marker = f"soak-{self.seed}-{number}-{step}"
             if current.is_final:
                 if rng.random() < 0.3:
-                    self._api(thread_id, "late_approval", api_event("api-respond-approve", thread_id=thread_id, body={"kind": "approval", "approved": True, "comment": marker}), marker)
+                    self._api(
+                        thread_id,
+                        "late_approval",
+                        api_event(
+                            "api-respond-approve",
+                            thread_id=thread_id,
+                            body={"kind": "approval", "approved": True, "comment": marker},
+                        ),
+                        marker,
+                    )
                 if current is ThreadStatus.DONE and rng.random() < 0.4:
                     self._follow_up(thread_id, thread, marker)
                     continue
@@ -165,31 +189,36 @@ class Soak:
         self._settle(thread_id)
         return thread_id
 
-    def _launch(self, rng: random.Random, thread_id: str, key: str, number: int) -> None:
-        channel = rng.choice(("api", "slack", "email"))
+    def _launch(self, rng: random.Random, channel: str, thread_id: str, key: str, number: int) -> None:
         text = f"Deploy the backend, please (soak thread {number})"
         deliveries = 2 if rng.random() < 0.25 else 1  # a duplicate delivery of the launch
         for _ in range(deliveries):
-            for _attempt in range(MAX_RETRIES):
-                if channel == "api":
-                    event = api_event("api-launch", body={"agent": "deploybot", "message": text})
-                    event["headers"]["Idempotency-Key"] = key
-                    event["multiValueHeaders"]["Idempotency-Key"] = [key]
-                    status = self._api(thread_id, "launch", event)
-                else:
-                    status = self._service(thread_id, "launch", lambda: self._launch_on(channel, text, key, number))
-                if status and status < 500:
-                    break
+            if channel == "api":
+                event = api_event("api-launch", body={"agent": "deploybot", "message": text})
+                event["headers"]["Idempotency-Key"] = key
+                event["multiValueHeaders"]["Idempotency-Key"] = [key]
+                self._api(thread_id, "launch", event)
+            else:
+                self._service(thread_id, "launch", lambda: self._launch_on(channel, text, key, number))
 
     def _launch_on(self, channel: str, text: str, key: str, number: int) -> None:
         ref = (
             SlackRef(team_id="T0SOAK", channel_id="C0SOAK", thread_ts=f"{number}.0001")
             if channel == "slack"
-            else EmailRef(address="ann@ops.example.com", subject="deploy", message_id=f"<{key}@mail.example.com>")
+            else EmailRef(
+                address="ann@ops.example.com", subject="deploy", message_id=f"<{key}@mail.example.com>"
+            )
         )
         runtime.current().launch("deploybot", text, channel=channel, reply_to=ref, launch_key=key)  # type: ignore[arg-type]
 
-    def _answer(self, rng: random.Random, thread_id: str, current: ThreadStatus, events: tuple[Event, ...], marker: str) -> None:
+    def _answer(
+        self,
+        rng: random.Random,
+        thread_id: str,
+        current: ThreadStatus,
+        events: tuple[Event, ...],
+        marker: str,
+    ) -> None:
         wait = self.store.get_wait(thread_id)
         choices = ["cancel", "timeout"]
         if current is ThreadStatus.AWAITING_APPROVAL:
@@ -206,22 +235,44 @@ class Soak:
                     faults.time_out(wait.task_token)
                     self._record(Request(thread_id, "wait_timeout", 1))
                     self._settle(thread_id)
-                    late = approve if current is ThreadStatus.AWAITING_APPROVAL else {"kind": "response", "text": marker}
-                    self._api(thread_id, "late_answer", api_event("api-respond-approve", thread_id=thread_id, body=late), marker)
+                    late = (
+                        approve
+                        if current is ThreadStatus.AWAITING_APPROVAL
+                        else {"kind": "response", "text": marker}
+                    )
+                    self._api(
+                        thread_id,
+                        "late_answer",
+                        api_event("api-respond-approve", thread_id=thread_id, body=late),
+                        marker,
+                    )
             case "approve" | "double_click":
                 for _ in range(2 if kind == "double_click" else 1):
-                    self._api(thread_id, kind, api_event("api-respond-approve", thread_id=thread_id, body=approve), marker)
+                    self._api(
+                        thread_id,
+                        kind,
+                        api_event("api-respond-approve", thread_id=thread_id, body=approve),
+                        marker,
+                    )
             case "reject":
                 body = {"kind": "approval", "approved": False, "comment": f"not now ({marker})"}
-                self._api(thread_id, kind, api_event("api-respond-reject", thread_id=thread_id, body=body), marker)
+                self._api(
+                    thread_id, kind, api_event("api-respond-reject", thread_id=thread_id, body=body), marker
+                )
             case "callback_approve" | "callback_text":
                 if wait is not None:
-                    payload = {"approved": True, "comment": marker} if kind == "callback_approve" else {"text": marker}
+                    payload = (
+                        {"approved": True, "comment": marker}
+                        if kind == "callback_approve"
+                        else {"text": marker}
+                    )
                     self._api(thread_id, kind, signed_callback_event(wait.callback_id, payload), marker)
             case "text" | "duplicate_text":
                 body = {"kind": "response", "text": marker}
                 for _ in range(2 if kind == "duplicate_text" else 1):
-                    self._api(thread_id, kind, api_event("api-respond-text", thread_id=thread_id, body=body), marker)
+                    self._api(
+                        thread_id, kind, api_event("api-respond-text", thread_id=thread_id, body=body), marker
+                    )
             case "follow_up":
                 thread = self.store.load_outline(thread_id)[1]
                 self._follow_up(thread_id, thread, marker)
@@ -229,8 +280,11 @@ class Soak:
     def _follow_up(self, thread_id: str, thread: Thread, marker: str) -> None:
         channel = thread.events[0].data.channel if thread.events else "api"  # type: ignore[union-attr]
         self._service(
-            thread_id, "follow_up",
-            lambda: runtime.current().follow_up(thread_id, f"one more thing: {marker}", channel=channel, sender=None),
+            thread_id,
+            "follow_up",
+            lambda: runtime.current().follow_up(
+                thread_id, f"one more thing: {marker}", channel=channel, sender=None
+            ),
             marker,
         )
 
@@ -243,25 +297,37 @@ class Soak:
     # --- requests -------------------------------------------------------------------------------
 
     def _api(self, thread_id: str, kind: str, event: dict[str, Any], marker: str | None = None) -> int:
-        with running("api", thread_id):
-            try:
-                status = self.stack.api(event).status
-            except Exception:  # noqa: BLE001 - an invocation that died is what the caller sees as a 5xx
-                status = 0
-        self._record(Request(thread_id, kind, status, marker))
+        """Send the request as a caller does: again (the same request) while its outcome is unknown."""
+        for _attempt in range(MAX_RETRIES):
+            with running("api", thread_id):
+                try:
+                    status = self.stack.api(event).status
+                except Exception:
+                    status = 0
+            self._record(Request(thread_id, kind, status, marker))
+            if Request(thread_id, kind, status).outcome != "unknown":
+                return status
+            time.sleep(0.05)
         return status
 
-    def _service(self, thread_id: str, kind: str, call: Callable[[], object], marker: str | None = None) -> int:
-        """A Slack or email trigger's call into the runtime, as its handler makes it."""
-        with running("api", thread_id):
-            try:
-                call()
-                status = 1
-            except NotWaiting:
-                status = 409
-            except Exception:  # noqa: BLE001
-                status = 0
-        self._record(Request(thread_id, kind, status, marker))
+    def _service(
+        self, thread_id: str, kind: str, call: Callable[[], object], marker: str | None = None
+    ) -> int:
+        """A Slack or email trigger's call into the runtime, as its handler makes it; redelivered
+        (Slack and SES retry) while it fails."""
+        for _attempt in range(MAX_RETRIES):
+            with running("api", thread_id):
+                try:
+                    call()
+                    status = 1
+                except NotWaiting:
+                    status = 409
+                except Exception:
+                    status = 0
+            self._record(Request(thread_id, kind, status, marker))
+            if status:
+                return status
+            time.sleep(0.05)
         return status
 
     def _record(self, request: Request) -> None:
@@ -274,7 +340,7 @@ class Soak:
         while time.monotonic() < deadline:
             try:
                 thread = self.store.load(thread_id)[1]
-            except Exception:  # noqa: BLE001 - not created yet
+            except Exception:
                 return None
             current = state.status(thread.events)
             if current.is_waiting and self.store.get_wait(thread_id) is not None:
@@ -285,8 +351,12 @@ class Soak:
         return None
 
     def _running(self, thread_id: str) -> list[str]:
-        executions = self.stack.sfn.list_executions(stateMachineArn=self.stack.state_machine_arn, statusFilter="RUNNING")
-        return [e["executionArn"] for e in executions["executions"] if e["name"].rpartition("-")[0] == thread_id]
+        executions = self.stack.sfn.list_executions(
+            stateMachineArn=self.stack.state_machine_arn, statusFilter="RUNNING"
+        )
+        return [
+            e["executionArn"] for e in executions["executions"] if e["name"].rpartition("-")[0] == thread_id
+        ]
 
     # --- the invariants -------------------------------------------------------------------------
 
@@ -299,9 +369,35 @@ class Soak:
             self._settle(thread_id)
             try:
                 threads[thread_id] = self.store.load(thread_id)[1]
-            except Exception:  # noqa: BLE001
+            except Exception:
                 continue  # never launched: invariant 5 checks it wrote nothing
-        # 1. every deploy is one tool_result in one thread
+        self._check_deploys(threads, checks, violations)
+        table = boto3.resource("dynamodb", region_name=REGION).Table(
+            runtime.current().settings(_store_settings()).threads_table
+        )
+        running = {
+            e["name"].rpartition("-")[0]
+            for e in self.stack.sfn.list_executions(
+                stateMachineArn=self.stack.state_machine_arn, statusFilter="RUNNING"
+            )["executions"]
+        }
+        for thread_id, thread in threads.items():
+            current = state.status(thread.events)
+            escalated = current is ThreadStatus.AWAITING_HUMAN and isinstance(thread.events[-1], Escalation)
+            ends["escalated" if escalated else current.value] += 1
+            checks.update((2, 3, 4))
+            violations += _settled(thread_id, thread.events)
+            violations += _gap_free(thread_id, thread.events, table)
+            violations += self._agrees(thread_id, thread.events, thread_id in running)
+        self._check_markers(threads, checks, violations)
+        if violations:
+            self._dump(threads, violations)
+        return ends, checks, violations
+
+    def _check_deploys(
+        self, threads: dict[str, Thread], checks: Counter[int], violations: list[Violation]
+    ) -> None:
+        """1. Every deploy the service performed is one tool_result in one thread."""
         recorded: Counter[str] = Counter()
         for thread in threads.values():
             for event in thread.events:
@@ -309,62 +405,42 @@ class Soak:
                     deployment = event.data.result.get("deployment_id")
                     if deployment:
                         recorded[str(deployment)] += 1
-        performed = [str(d["deployment_id"]) for d in httpx.get(f"{self.stack.deploy_service_url}/deploys").json()["deploys"]]
+        deploys = httpx.get(f"{self.stack.deploy_service_url}/deploys").json()["deploys"]
+        performed = [str(deploy["deployment_id"]) for deploy in deploys]
         for deployment in performed:
             checks[1] += 1
             if recorded[deployment] != 1:
                 violations.append(Violation(1, deployment, f"recorded {recorded[deployment]} times"))
         for deployment in set(recorded) - set(performed):
             violations.append(Violation(1, deployment, "a recorded deploy the service never performed"))
-        table = boto3.resource("dynamodb", region_name=REGION).Table(runtime.current().settings(_store_settings()).threads_table)
-        running = {
-            e["name"].rpartition("-")[0]
-            for e in self.stack.sfn.list_executions(stateMachineArn=self.stack.state_machine_arn, statusFilter="RUNNING")["executions"]
-        }
-        for thread_id, thread in threads.items():
-            events = thread.events
-            current = state.status(events)
-            wait = self.store.get_wait(thread_id)
-            escalated = current is ThreadStatus.AWAITING_HUMAN and isinstance(events[-1], Escalation)
-            ends["escalated" if escalated else current.value] += 1
-            # 2. no unrecorded or unsettled call
-            checks[2] += 1
-            unsettled = state.unsettled_tool_call(events)
-            if unsettled is not None and not isinstance(events[-1], Escalation):
-                violations.append(Violation(2, thread_id, f"{unsettled.data.call_id} is unsettled at {current.value}"))
-            calls = [e.data.call_id for e in events if isinstance(e, ToolCall)]
-            if len(calls) != len(set(calls)):
-                violations.append(Violation(2, thread_id, f"a call id recorded twice: {calls}"))
-            outcomes = [state.outcome_call_id(e) for e in events if state.outcome_call_id(e)]
-            if len(outcomes) != len(set(outcomes)):
-                violations.append(Violation(2, thread_id, f"a call's outcome recorded twice: {outcomes}"))
-            # 3. gap-free, no duplicates
-            checks[3] += 1
-            keys = [item["sk"] for item in _items(table, thread_id) if str(item["sk"]).startswith("EVENT#")]
-            seqs = [int(str(key).partition("#")[2]) for key in keys]
-            if seqs != list(range(1, len(seqs) + 1)) or len({e.id for e in events}) != len(events) or len(seqs) != len(events):
-                violations.append(Violation(3, thread_id, f"sequence numbers {seqs[:5]}... for {len(events)} events"))
-            # 4. a known end, and Step Functions agrees
-            checks[4] += 1
-            if current.is_final:
-                if thread_id in running:
-                    violations.append(Violation(4, thread_id, f"{current.value} but an execution is still running"))
-            elif current.is_waiting:
-                if wait is None:
-                    violations.append(Violation(4, thread_id, f"{current.value} with no wait saved"))
-                elif wait.task_token and thread_id not in running:
-                    violations.append(Violation(4, thread_id, f"{current.value} on a task token whose execution ended"))
-                elif not wait.task_token and thread_id in running:
-                    violations.append(Violation(4, thread_id, "escalated, yet an execution still runs"))
-            else:
-                violations.append(Violation(4, thread_id, f"stuck at {current.value} ({[e.type for e in events][-4:]})"))
-        # 5. a refused input wrote nothing; an accepted one was written once
+
+    def _agrees(self, thread_id: str, events: tuple[Event, ...], running: bool) -> list[Violation]:
+        """4. The thread ended done, cancelled, escalated or waiting, and Step Functions agrees."""
+        current = state.status(events)
+        wait = self.store.get_wait(thread_id)
+        problem = None
+        if current.is_final:
+            problem = "but an execution is still running" if running else None
+        elif current.is_waiting:
+            if wait is None:
+                problem = "with no wait saved"
+            elif wait.task_token and not running:
+                problem = "on a task token whose execution ended"
+            elif not wait.task_token and running:
+                problem = "escalated, yet an execution still runs"
+        else:
+            problem = f"stuck ({[event.type for event in events][-4:]})"
+        return [Violation(4, thread_id, f"{current.value} {problem}")] if problem else []
+
+    def _check_markers(
+        self, threads: dict[str, Thread], checks: Counter[int], violations: list[Violation]
+    ) -> None:
+        """5. A refused input wrote nothing; an accepted one was written once (one with an unknown
+        outcome, a 5xx the caller retried, at most once)."""
         texts: Counter[str] = Counter()
         for thread in threads.values():
             for event in thread.events:
-                body = json.dumps(dump_event(event))
-                for marker in _markers(body):
-                    texts[marker] += 1
+                texts.update(_markers(json.dumps(dump_event(event))))
         by_marker: dict[str, list[Request]] = {}
         for request in self.requests:
             if request.marker:
@@ -375,8 +451,84 @@ class Soak:
             unknown = sum(r.outcome == "unknown" for r in requests)
             if not accepted <= texts[marker] <= accepted + unknown:
                 kinds = [(r.kind, r.status) for r in requests]
-                violations.append(Violation(5, requests[0].thread_id, f"{marker} written {texts[marker]} times after {kinds}"))
-        return ends, checks, violations
+                detail = f"{marker} written {texts[marker]} times after {kinds}"
+                violations.append(Violation(5, requests[0].thread_id, detail))
+
+    def _dump(self, threads: dict[str, Thread], violations: list[Violation]) -> None:
+        """What a failing run leaves for its reader: each broken thread's events, requests and
+        executions, in .cache/soak/failures.json."""
+        executions = self.stack.sfn.list_executions(stateMachineArn=self.stack.state_machine_arn)[
+            "executions"
+        ]
+        broken = {v.thread_id for v in violations} & set(threads)
+        if any(v.invariant == 1 for v in violations) or not broken:
+            broken = set(threads)
+        report = {
+            thread_id: {
+                "events": [
+                    f"{e.type} {json.dumps(dump_event(e)['data'])[:160]}" for e in threads[thread_id].events
+                ],
+                "requests": [(r.kind, r.status) for r in self.requests if r.thread_id == thread_id],
+                "executions": [
+                    (
+                        e["name"],
+                        e["status"],
+                        self._last_states(e["executionArn"]) if e["status"] == "RUNNING" else [],
+                    )
+                    for e in executions
+                    if e["name"].rpartition("-")[0] == thread_id
+                ],
+            }
+            for thread_id in sorted(broken)
+        }
+        for thread_id in {r.thread_id for r in self.requests} - set(threads):
+            report[thread_id] = {
+                "never created": [(r.kind, r.status) for r in self.requests if r.thread_id == thread_id]
+            }
+        FAILURES.parent.mkdir(parents=True, exist_ok=True)
+        FAILURES.write_text(
+            json.dumps({"violations": [str(v) for v in violations], "threads": report}, indent=2)
+        )
+
+    def _last_states(self, execution_arn: str) -> list[str]:
+        history = self.stack.sfn.get_execution_history(
+            executionArn=execution_arn, reverseOrder=True, maxResults=8
+        )
+        details = [
+            {key: value for key, value in event.items() if key.endswith("Details")}
+            for event in history["events"]
+        ]
+        return [
+            f"{event['type']} {json.dumps(detail, default=str)[:200]}"
+            for event, detail in zip(history["events"], details, strict=True)
+        ]
+
+
+def _settled(thread_id: str, events: tuple[Event, ...]) -> list[Violation]:
+    """2. No call left unsettled (but after an escalation, which a person's answer re-runs), and no
+    call or outcome recorded twice."""
+    found = []
+    unsettled = state.unsettled_tool_call(events)
+    if unsettled is not None and not isinstance(events[-1], Escalation):
+        detail = f"{unsettled.data.call_id} is unsettled at {state.status(events).value}"
+        found.append(Violation(2, thread_id, detail))
+    calls = [event.data.call_id for event in events if isinstance(event, ToolCall)]
+    outcomes = [call_id for event in events if (call_id := state.outcome_call_id(event))]
+    if len(calls) != len(set(calls)) or len(outcomes) != len(set(outcomes)):
+        found.append(Violation(2, thread_id, f"recorded twice: calls {calls}, outcomes {outcomes}"))
+    return found
+
+
+def _gap_free(thread_id: str, events: tuple[Event, ...], table: Any) -> list[Violation]:
+    """3. The stored sequence numbers run 0..n-1 and no event is there twice."""
+    seqs = [
+        int(str(item["sk"]).partition("#")[2])
+        for item in _items(table, thread_id)
+        if str(item["sk"]).startswith("EVENT#")
+    ]
+    if seqs == list(range(len(events))) and len({event.id for event in events}) == len(events):
+        return []
+    return [Violation(3, thread_id, f"sequence numbers {seqs[:8]}... for {len(events)} events")]
 
 
 def _tagged(function: str, handler: Any) -> Any:
@@ -389,7 +541,7 @@ def _tagged(function: str, handler: Any) -> Any:
 
 
 def _items(table: Any, thread_id: str) -> list[dict[str, Any]]:
-    from boto3.dynamodb.conditions import Key  # noqa: PLC0415
+    from boto3.dynamodb.conditions import Key
 
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(f"THREAD#{thread_id}")}
@@ -402,12 +554,12 @@ def _items(table: Any, thread_id: str) -> list[dict[str, Any]]:
 
 
 def _markers(text: str) -> list[str]:
-    import re  # noqa: PLC0415
+    import re
 
     return re.findall(r"soak-\d+-\d+-\d+", text)
 
 
 def _store_settings() -> Any:
-    from twelvefactor.settings import StoreSettings  # noqa: PLC0415
+    from twelvefactor.settings import StoreSettings
 
     return StoreSettings

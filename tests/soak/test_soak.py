@@ -24,6 +24,7 @@ RESULTS = Path(__file__).resolve().parents[2] / ".cache" / "soak" / "results.jso
 # make test's soak: small and always the same schedule; `make soak` sets the size and the seed.
 DEFAULT_SEED = 1414
 DEFAULT_THREADS = 12
+DEFAULT_RATE = 0.08  # the share of port calls that fail; `make soak` raises it
 
 
 def _seed() -> int:
@@ -41,7 +42,7 @@ def test_seeded_soak_keeps_every_invariant(stack: Stack, atomic_aws: None) -> No
     print(f"soak seed {seed} ({threads} threads): replay with `make soak SEED={seed} THREADS={threads}`")
 
     # When many threads run through random schedules of answers, cancels, duplicates and timeouts
-    result = Soak(stack, seed, threads).run()
+    result = Soak(stack, seed, threads, rate=float(os.environ.get("SOAK_RATE", DEFAULT_RATE))).run()
     figures = result.figures()
     if os.environ.get("SOAK_THREADS"):
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

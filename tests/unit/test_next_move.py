@@ -231,7 +231,13 @@ def test_a_call_that_waits_was_refused_or_was_settled_is_never_run_again(
     [
         pytest.param([opening(), deploy_call(), cancelled()], id="decided-then-cancelled"),
         pytest.param(
-            [opening(), deploy_call("call-1", "production"), approval_requested(), approval(approved=True), cancelled()],
+            [
+                opening(),
+                deploy_call("call-1", "production"),
+                approval_requested(),
+                approval(approved=True),
+                cancelled(),
+            ],
             id="approved-then-cancelled",
         ),
         pytest.param(

@@ -25,7 +25,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..settings import WorkflowSettings
-from .ports import WorkflowError
+from .ports import TaskTokenRefused, WorkflowError
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -49,6 +49,10 @@ class StepFunctionsError(WorkflowError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class TokenRefused(StepFunctionsError, TaskTokenRefused):
+    """Step Functions refused a task token (InvalidToken, TaskTimedOut, TaskDoesNotExist)."""
 
 
 def execution_name(thread_id: str, launch_seq: int) -> str:
@@ -148,6 +152,6 @@ def _workflow_error(operation: str, error: ClientError) -> StepFunctionsError:
     code = _code(error)
     if code in _TOKEN_PROBLEMS:
         # The service's own message may quote the token; ours never does.
-        return StepFunctionsError(f"{operation} refused: {_TOKEN_PROBLEMS[code]} ({code})", code)
+        return TokenRefused(f"{operation} refused: {_TOKEN_PROBLEMS[code]} ({code})", code)
     message = error.response.get("Error", {}).get("Message", "")
     return StepFunctionsError(f"{operation} failed with {code}: {message}", code)
