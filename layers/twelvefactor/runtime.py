@@ -371,6 +371,10 @@ class Runtime:
         elif before.is_final:
             # The last execution ended; a runnable thread's running execution picks the message up.
             self.workflow.start(thread_id, seq)
+        elif (restart := _restart_seq(thread.events)) is not None:
+            # The message that restarted an ended thread named its execution: starting that name
+            # again is a no-op while it runs, and finishes a restart whose start had failed.
+            self.workflow.start(thread_id, restart)
         return Resumed(thread_id, state.status(thread.extended(events).events))
 
     def resume(self, thread_id: str, reply: replies.ApprovalReply | replies.TextReply) -> Resumed:
@@ -690,8 +694,14 @@ class Runtime:
         # new wait at any moment; and of two triggers here at once, only one hands the answer over.
         wait = self.store.clear_wait(thread_id)
         if wait is None:
-            # The execution is between its reducer and Notify; Notify sees the reply and resumes.
-            logger.info("no wait saved yet; Notify will resume", extra={"thread_id": thread_id})
+            if self.workflow.running(thread_id):
+                # The execution is between its reducer and Notify; Notify sees the reply and resumes.
+                logger.info("no wait saved yet; Notify will resume", extra={"thread_id": thread_id})
+            else:
+                # No execution and no wait: the one that paused died before saving its wait (its
+                # failure could not be recorded). The answer starts a new one.
+                logger.warning("no wait and no execution; starting one", extra={"thread_id": thread_id})
+                self.workflow.start(thread_id, seq)
             return
         try:
             self._resume_execution(thread_id, wait, seq)
@@ -740,6 +750,14 @@ def _thread_id_for(launch_key: str | None) -> str:
     if launch_key is None:
         return uuid.uuid4().hex
     return hashlib.sha256(launch_key.encode()).hexdigest()[:32]
+
+
+def _restart_seq(events: tuple[Event, ...]) -> int | None:
+    """The sequence number of the first event after the thread's last `done`, if any came after it."""
+    for seq in range(len(events) - 1, -1, -1):
+        if isinstance(events[seq], Done):
+            return seq + 1 if seq + 1 < len(events) else None
+    return None
 
 
 def _reduce_status(current: ThreadStatus) -> ReduceStatus:

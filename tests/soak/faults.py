@@ -257,6 +257,11 @@ class FaultyWorkflow:
         self._throttle("StopExecution")
         self._workflow.cancel(thread_id)
 
+    def running(self, thread_id: str) -> bool:
+        self._throttle("ListExecutions")
+        found: bool = self._workflow.running(thread_id)
+        return found
+
     def _throttle(self, operation: str) -> None:
         if self._plan.draw("stepfunctions", ("sfn_throttled",), rate=self._plan.rate / 2):
             raise StepFunctionsError(

@@ -46,10 +46,10 @@ INVARIANTS = (
     "Every thread ends done, cancelled, escalated or waiting, with a Step Functions state that agrees",
     "A refused input wrote nothing (and an accepted one was written once)",
 )
-SETTLE_SECONDS = 30.0
+SETTLE_SECONDS = 20.0
 FAILURES = Path(__file__).resolve().parents[2] / ".cache" / "soak" / "failures.json"
 MAX_ACTIONS = 8
-MAX_RETRIES = 4
+MAX_RETRIES = 8
 
 
 @dataclass
@@ -116,7 +116,7 @@ class Soak:
     seed: int
     threads: int
     rate: float = 0.08
-    concurrency: int = 8
+    concurrency: int = 12
     requests: list[Request] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

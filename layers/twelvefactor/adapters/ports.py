@@ -148,6 +148,10 @@ class Workflow(Protocol):
 
     def cancel(self, thread_id: str) -> None: ...
 
+    def running(self, thread_id: str) -> bool:
+        """Whether an execution of the thread runs (one ListExecutions page per thousand running)."""
+        ...
+
 
 class HumanChannel(Protocol):
     def send(self, ref: ChannelRef, notification: Notification) -> None: ...

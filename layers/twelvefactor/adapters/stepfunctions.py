@@ -114,21 +114,31 @@ class StepFunctionsWorkflow:
 
     def cancel(self, thread_id: str) -> None:
         try:
-            pages = self._client.get_paginator("list_executions").paginate(
-                stateMachineArn=self._state_machine_arn, statusFilter="RUNNING"
-            )
-            running = [
-                execution["executionArn"]
-                for page in pages
-                for execution in page["executions"]
-                if _is_execution_of(execution["name"], thread_id)
-            ]
-            for arn in running:
+            for arn in self._running(thread_id):
                 self._stop(arn, thread_id)
         except ClientError as error:
             raise _workflow_error("StopExecution", error) from error
         except BotoCoreError as error:
             raise WorkflowError(f"cancelling the executions of thread {thread_id} failed: {error}") from error
+
+    def running(self, thread_id: str) -> bool:
+        try:
+            return bool(self._running(thread_id))
+        except ClientError as error:
+            raise _workflow_error("ListExecutions", error) from error
+        except BotoCoreError as error:
+            raise WorkflowError(f"listing the executions of thread {thread_id} failed: {error}") from error
+
+    def _running(self, thread_id: str) -> list[str]:
+        pages = self._client.get_paginator("list_executions").paginate(
+            stateMachineArn=self._state_machine_arn, statusFilter="RUNNING"
+        )
+        return [
+            execution["executionArn"]
+            for page in pages
+            for execution in page["executions"]
+            if _is_execution_of(execution["name"], thread_id)
+        ]
 
     def _stop(self, execution_arn: str, thread_id: str) -> None:
         try:
