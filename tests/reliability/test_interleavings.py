@@ -18,6 +18,8 @@ from tests.integration.stack import Stack, api_event, intent
 from tests.reliability.conftest import Cases
 from tests.reliability.support import deploys
 from tests.support import poll_until
+from twelvefactor import runtime
+from twelvefactor.adapters.stepfunctions import StepFunctionsError
 from twelvefactor.core import state
 from twelvefactor.core.events import Cancelled, Error, ToolCall, ToolResult
 from twelvefactor.core.state import ThreadStatus
@@ -150,3 +152,115 @@ def test_a_cancel_during_a_wait_ends_the_execution(stack: Stack, cases: Cases) -
     assert state.status(stack.events(thread_id)) is ThreadStatus.CANCELLED
     assert isinstance(stack.events(thread_id)[-1], Cancelled)
     assert deploys(stack.deploy_service_url) == []
+
+
+class ThrottledOnce:
+    """The real Step Functions adapter, except that the first call of `operation` is throttled
+    (after boto3's own retries), as Step Functions does under load."""
+
+    def __init__(self, workflow: Any, operation: str) -> None:
+        self._workflow = workflow
+        self._operation = operation
+        self.throttled = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._workflow, name)
+        if name != self._operation:
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not self.throttled:
+                self.throttled += 1
+                raise StepFunctionsError(
+                    f"{name} failed with ThrottlingException: Rate exceeded", "ThrottlingException"
+                )
+            return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.fixes(
+    "An answer whose SendTaskSuccess was throttled was recorded and its wait deleted, so the execution "
+    "stayed paused for good and the caller's retry was a 409; a throttle was also taken for a dead "
+    "token and started a second execution. Found by the soak."
+)
+def test_an_answer_whose_hand_over_is_throttled_is_finished_by_the_callers_retry(
+    stack: Stack, cases: Cases
+) -> None:
+    """Approve while Step Functions throttles SendTaskSuccess: the caller gets a 502, the approval
+    is recorded once, no second execution starts; the caller's retry (the same request) is a 202
+    that hands the approval over, and the thread runs to done in its one execution."""
+    # Given a thread waiting for approval, and Step Functions throttling the next resume
+    thread_id = _waiting_for_approval(stack)
+    flaky = ThrottledOnce(runtime.current().workflow, "resume")
+    runtime.reset(llm=stack.model, workflow=flaky)
+
+    # When the approval is sent, and sent again after the error
+    first = stack.api(api_event("api-respond-approve", thread_id=thread_id))
+    executions_between = [execution["status"] for execution in stack.executions()]
+    retry = stack.api(api_event("api-respond-approve", thread_id=thread_id))
+    finished = stack.wait_for(thread_id, ThreadStatus.DONE)
+    cases.add(2)
+
+    # Then the first attempt failed without starting anything, and the retry finished the job
+    assert (flaky.throttled, first.status, retry.status) == (1, 502, 202)
+    assert executions_between == ["RUNNING"]
+    assert sum(event.type == "approval" for event in finished.events) == 1
+    assert [execution["status"] for execution in _ended(stack)] == ["SUCCEEDED"]
+    assert len(deploys(stack.deploy_service_url)) == 1
+
+
+@pytest.mark.fixes(
+    "A cancel whose StopExecution was throttled after the cancelled event was written left the "
+    "execution running and the retry a 409. Found by the soak."
+)
+def test_a_cancel_whose_stop_is_throttled_is_finished_by_its_retry(stack: Stack, cases: Cases) -> None:
+    """DELETE /threads/{id} while Step Functions throttles StopExecution: 502, the thread is
+    cancelled; the retry is a 202 that ends the execution."""
+    # Given a thread waiting for approval, and Step Functions throttling the next stop
+    thread_id = _waiting_for_approval(stack)
+    flaky = ThrottledOnce(runtime.current().workflow, "cancel")
+    runtime.reset(llm=stack.model, workflow=flaky)
+
+    # When it is cancelled, and the cancel sent again after the error
+    first = stack.api(api_event("api-cancel", thread_id=thread_id))
+    retry = stack.api(api_event("api-cancel", thread_id=thread_id))
+    again = stack.api(api_event("api-cancel", thread_id=thread_id))
+    cases.add(3)
+
+    # Then the retry ended the execution, and only then is a cancel a 409
+    assert (first.status, retry.status, again.status) == (502, 202, 409)
+    assert state.status(stack.events(thread_id)) is ThreadStatus.CANCELLED
+    assert [execution["status"] for execution in _ended(stack)] in (["SUCCEEDED"], ["ABORTED"])
+
+
+@pytest.mark.fixes(
+    "A follow-up to a finished thread whose StartExecution was throttled was recorded with no "
+    "execution, and a second message then found the thread runnable and started nothing. Found by "
+    "the soak."
+)
+def test_a_restart_whose_start_is_throttled_is_finished_by_the_next_message(
+    stack: Stack, cases: Cases
+) -> None:
+    """A message to a done thread while Step Functions throttles StartExecution: the message is
+    recorded and the call fails; the next message starts the execution the first one named, and
+    the thread runs to done again."""
+    # Given a finished thread, and Step Functions throttling the next start
+    stack.script(DONE, DONE)
+    launched = stack.api(api_event("api-launch"))
+    thread_id = str(launched.body["thread_id"])
+    stack.wait_for(thread_id, ThreadStatus.DONE)
+    flaky = ThrottledOnce(runtime.current().workflow, "start")
+    runtime.reset(llm=stack.model, workflow=flaky)
+
+    # When two messages follow, the first one's start throttled
+    with pytest.raises(StepFunctionsError):
+        runtime.current().follow_up(thread_id, "and the frontend?", channel="slack", sender=None)
+    runtime.current().follow_up(thread_id, "hello?", channel="slack", sender=None)
+    cases.add(2)
+
+    # Then the execution named after the first message ran the thread to done
+    finished = stack.wait_for(thread_id, ThreadStatus.DONE)
+    assert [event.type for event in finished.events][-3:] == ["user_message", "user_message", "done"]
+    names = sorted(execution["name"] for execution in _ended(stack))
+    assert names == [f"{thread_id}-0", f"{thread_id}-2"]
