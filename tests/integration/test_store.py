@@ -588,8 +588,10 @@ def test_wait_is_saved_found_by_callback_and_cleared(store: DynamoThreadStore) -
     assert store.find_wait_by_callback("cb-123") is None
     assert store.find_wait_by_callback("cb-456") == newer
 
-    # When it is cleared, then neither lookup finds it and the thread itself is untouched
-    store.clear_wait("t-wait")
+    # When it is cleared, then the clear hands back the wait it took (once: of two triggers clearing
+    # it, one gets it), neither lookup finds it and the thread itself is untouched
+    assert store.clear_wait("t-wait") == newer
+    assert store.clear_wait("t-wait") is None
     assert store.get_wait("t-wait") is None
     assert store.find_wait_by_callback("cb-456") is None
     assert len(store.load("t-wait")[1].events) == 1
