@@ -117,6 +117,7 @@ class Soak:
     threads: int
     rate: float = 0.08
     concurrency: int = 12
+    budget_seconds: float = 0.0  # 0: no limit; else no thread starts after this long
     requests: list[Request] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -137,13 +138,14 @@ class Soak:
     # --- driving --------------------------------------------------------------------------------
 
     def run(self) -> SoakResult:
-        started = time.monotonic()
+        self._started = started = time.monotonic()
         with ThreadPoolExecutor(self.concurrency) as pool:
-            thread_ids = list(pool.map(self._drive, range(self.threads)))
+            driven = list(pool.map(self._drive, range(self.threads)))
+        thread_ids = [thread_id for thread_id in driven if thread_id is not None]
         ends, checks, violations = self._check(thread_ids)
         return SoakResult(
             self.seed,
-            self.threads,
+            len(thread_ids),
             list(self.requests),
             Counter(self.plan.injected),
             ends,
@@ -152,7 +154,9 @@ class Soak:
             time.monotonic() - started,
         )
 
-    def _drive(self, number: int) -> str:
+    def _drive(self, number: int) -> str | None:
+        if self.budget_seconds and time.monotonic() - self._started > self.budget_seconds:
+            return None  # the run's time is up: threads not started are not counted
         rng = random.Random(f"{self.seed}:driver:{number}")
         key = f"soak-{self.seed}-{number}"
         channel = rng.choice(("api", "slack", "email"))
@@ -345,18 +349,16 @@ class Soak:
             current = state.status(thread.events)
             if current.is_waiting and self.store.get_wait(thread_id) is not None:
                 return thread
-            if current.is_final and not self._running(thread_id):
-                return thread
-            time.sleep(0.05)
+            if current.is_final:
+                return thread  # (its execution may still be finishing: the checks wait for that)
+            time.sleep(0.1)
         return None
 
-    def _running(self, thread_id: str) -> list[str]:
-        executions = self.stack.sfn.list_executions(
+    def _running_threads(self) -> set[str]:
+        pages = self.stack.sfn.get_paginator("list_executions").paginate(
             stateMachineArn=self.stack.state_machine_arn, statusFilter="RUNNING"
         )
-        return [
-            e["executionArn"] for e in executions["executions"] if e["name"].rpartition("-")[0] == thread_id
-        ]
+        return {e["name"].rpartition("-")[0] for page in pages for e in page["executions"]}
 
     # --- the invariants -------------------------------------------------------------------------
 
@@ -375,12 +377,14 @@ class Soak:
         table = boto3.resource("dynamodb", region_name=REGION).Table(
             runtime.current().settings(_store_settings()).threads_table
         )
-        running = {
-            e["name"].rpartition("-")[0]
-            for e in self.stack.sfn.list_executions(
-                stateMachineArn=self.stack.state_machine_arn, statusFilter="RUNNING"
-            )["executions"]
-        }
+        running = self._running_threads()
+        deadline = time.monotonic() + 2 * SETTLE_SECONDS
+        while time.monotonic() < deadline and any(
+            state.status(threads[thread_id].events).is_final for thread_id in running & set(threads)
+        ):
+            time.sleep(0.5)  # an ended thread's execution may still be on its way to Finished
+            running = self._running_threads()
+            threads = {thread_id: self.store.load(thread_id)[1] for thread_id in threads}
         for thread_id, thread in threads.items():
             current = state.status(thread.events)
             escalated = current is ThreadStatus.AWAITING_HUMAN and isinstance(thread.events[-1], Escalation)

@@ -42,7 +42,9 @@ def test_seeded_soak_keeps_every_invariant(stack: Stack, atomic_aws: None) -> No
     print(f"soak seed {seed} ({threads} threads): replay with `make soak SEED={seed} THREADS={threads}`")
 
     # When many threads run through random schedules of answers, cancels, duplicates and timeouts
-    result = Soak(stack, seed, threads, rate=float(os.environ.get("SOAK_RATE", DEFAULT_RATE))).run()
+    rate = float(os.environ.get("SOAK_RATE", DEFAULT_RATE))
+    budget = float(os.environ.get("SOAK_BUDGET_SECONDS", "0"))
+    result = Soak(stack, seed, threads, rate=rate, budget_seconds=budget).run()
     figures = result.figures()
     if os.environ.get("SOAK_THREADS"):
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
