@@ -39,10 +39,11 @@ test: $(LOCAL_STAMP) lint
 # checked against five invariants; then the Hypothesis suites under the random profile (make test
 # runs them derandomized). A failing run prints its seed: `make soak SEED=<seed>` replays it.
 # The figures land in .cache/soak/results.json; `make reliability-report` puts them in docs/.
+# FAULT_RATE is the share of port calls that fail; BUDGET=<seconds> stops starting threads after that.
 THREADS ?= 500
 FAULT_RATE ?= 0.25
 soak: venv
-	SOAK_THREADS=$(THREADS) SOAK_RATE=$(FAULT_RATE) $(if $(SEED),SOAK_SEED=$(SEED)) $(BIN)/python -m pytest tests/soak -s -q $(PYTEST_ARGS)
+	SOAK_THREADS=$(THREADS) SOAK_RATE=$(FAULT_RATE) $(if $(SEED),SOAK_SEED=$(SEED)) $(if $(BUDGET),SOAK_BUDGET_SECONDS=$(BUDGET)) $(BIN)/python -m pytest tests/soak -s -q $(PYTEST_ARGS)
 	HYPOTHESIS_PROFILE=random $(BIN)/python -m pytest -q tests/reliability/test_hostile_fuzz.py tests/reliability/test_openapi.py tests/unit/test_context.py tests/unit/test_hypothesis_profile.py
 
 # docs/reliability.md from the last saved results of tests/reliability (and of `make soak`); no test
