@@ -153,12 +153,17 @@ def _defects(checks: Iterable[Mapping[str, Any]]) -> list[str]:
 def render_soak(figures: Mapping[str, Any]) -> str:
     """The soak's section: what ran, what was injected, what was checked, from one `make soak` run."""
     invariants = figures["invariants"]
+    known = "rate" in figures  # (the run's fault rate, if it recorded one)
+    rate = f", a fault drawn on {figures['rate']:.0%} of port calls" if known else ""
+    replay_rate = f" FAULT_RATE={figures['rate']}" if known else ""
     lines = [
         SOAK_START,
         "## The seeded soak",
         "",
         f"`make soak` drove **{figures['threads']:,} threads** through random schedules (seed "
-        f"`{figures['seed']}`, replay with `make soak SEED={figures['seed']}`) on the integration stack:",
+        f"`{figures['seed']}`{rate}; replay with",
+        f"`make soak SEED={figures['seed']} THREADS={figures['threads']}{replay_rate}`)"
+        " on the integration stack:",
         "the real Api, Reducer and Notify handlers, the real state machine executed by moto, moto's",
         "DynamoDB and the fake deployment service, with every port wrapped to fail on seeded draws",
         f"(tests/soak). Outcome: **{figures['outcome']}**, in {figures['seconds']:,} s.",

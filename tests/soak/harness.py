@@ -80,6 +80,7 @@ class Violation:
 @dataclass
 class SoakResult:
     seed: int
+    rate: float
     threads: int
     requests: list[Request]
     faults: Counter[str]
@@ -91,6 +92,7 @@ class SoakResult:
     def figures(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
+            "rate": self.rate,
             "threads": self.threads,
             "actions": dict(sorted(Counter(r.kind for r in self.requests).items())),
             "action_outcomes": dict(sorted(Counter(r.outcome for r in self.requests).items())),
@@ -145,6 +147,7 @@ class Soak:
         ends, checks, violations = self._check(thread_ids)
         return SoakResult(
             self.seed,
+            self.rate,
             len(thread_ids),
             list(self.requests),
             Counter(self.plan.injected),

@@ -39,10 +39,11 @@ def test_seeded_soak_keeps_every_invariant(stack: Stack, atomic_aws: None) -> No
     # Given a stack whose every port fails now and then, and a seed
     seed = _seed()
     threads = int(os.environ.get("SOAK_THREADS", DEFAULT_THREADS))
-    print(f"soak seed {seed} ({threads} threads): replay with `make soak SEED={seed} THREADS={threads}`")
+    rate = float(os.environ.get("SOAK_RATE", DEFAULT_RATE))
+    replay = f"make soak SEED={seed} THREADS={threads} FAULT_RATE={rate}"
+    print(f"soak seed {seed} ({threads} threads): replay with `{replay}`")
 
     # When many threads run through random schedules of answers, cancels, duplicates and timeouts
-    rate = float(os.environ.get("SOAK_RATE", DEFAULT_RATE))
     budget = float(os.environ.get("SOAK_BUDGET_SECONDS", "0"))
     result = Soak(stack, seed, threads, rate=rate, budget_seconds=budget).run()
     figures = result.figures()
@@ -54,6 +55,6 @@ def test_seeded_soak_keeps_every_invariant(stack: Stack, atomic_aws: None) -> No
     # Then every invariant held over everything that happened
     assert not result.violations, (
         f"soak seed {seed} broke {len(result.violations)} invariant checks; replay with "
-        f"`make soak SEED={seed} THREADS={threads}`:\n" + "\n".join(map(str, result.violations[:20]))
+        f"`{replay}`:\n" + "\n".join(map(str, result.violations[:20]))
     )
     assert sum(result.faults.values()) > 0 and result.checks[1] > 0
