@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Puts the Lambda runtime's Python (3.12) on PATH where pyenv has it; the layer's own build needs no 3.12.
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.11' | head -1):$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | head -1)
 
-.PHONY: venv demo test unit lint lint-security format validate build deploy clean bench bench-smoke browser console-screenshot
+.PHONY: venv demo test unit lint lint-security format validate build deploy clean bench bench-smoke browser console-screenshot soak reliability-report
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -53,6 +53,22 @@ browser:
 # Retakes the README's console screenshot (docs/images/console-thread.png) from the browser test.
 console-screenshot: venv browser
 	UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest tests/e2e/test_console.py -k approve $(PYTEST_ARGS)
+
+# The seeded soak (tests/soak): THREADS threads through random schedules with faults at every port,
+# checked against five invariants; then the Hypothesis suites under the random profile (make test
+# runs them derandomized). A failing run prints its seed: `make soak SEED=<seed>` replays it.
+# The figures land in .cache/soak/results.json; `make reliability-report` puts them in docs/.
+# FAULT_RATE is the share of port calls that fail; BUDGET=<seconds> stops starting threads after that.
+THREADS ?= 500
+FAULT_RATE ?= 0.25
+soak: venv
+	SOAK_THREADS=$(THREADS) SOAK_RATE=$(FAULT_RATE) $(if $(SEED),SOAK_SEED=$(SEED)) $(if $(BUDGET),SOAK_BUDGET_SECONDS=$(BUDGET)) $(BIN)/python -m pytest tests/soak -s -q $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=random $(BIN)/python -m pytest -q tests/reliability/test_hostile_fuzz.py tests/reliability/test_openapi.py tests/unit/test_context.py tests/unit/test_hypothesis_profile.py
+
+# docs/reliability.md from the last saved results of tests/reliability (and of `make soak`); no test
+# run writes a tracked file.
+reliability-report: venv
+	$(BIN)/python -m tests.reliability.report
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

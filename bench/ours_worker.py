@@ -41,6 +41,9 @@ class RecordedStarts:
     def cancel(self, thread_id: str) -> None:
         raise AssertionError("the benchmark never cancels")
 
+    def running(self, thread_id: str) -> bool:
+        raise AssertionError("the benchmark's turns never pause")
+
 
 def turn(rt: Runtime, launch_key: str, thread_id: str | None) -> tuple[str, str]:
     if thread_id is None:

@@ -132,11 +132,11 @@ def cancel(thread_id: ThreadIdPath) -> Response[Accepted]:
     logger.append_keys(thread_id=thread_id)
     caller = app.current_event.request_context.identity.user_arn
     rt = runtime.current()
-    rt.cancel(thread_id, by=caller, reason="cancelled through the API")
+    cancelled = rt.cancel(thread_id, by=caller, reason="cancelled through the API")
     metrics.add_metric(name="Cancellations", unit=MetricUnit.Count, value=1)
     meta, _thread = rt.store.load_outline(thread_id)  # whose thread, for the by-agent breakdown
     observability.emit(metrics, observability.cancellation_points(meta.agent))
-    return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status="cancelled"))
+    return json_response(HTTPStatus.ACCEPTED, Accepted(thread_id=thread_id, status=cancelled.status))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

@@ -36,17 +36,18 @@ from .adapters import jitter
 from .adapters.ports import (
     ConcurrentAppend,
     PendingWait,
+    TaskTokenRefused,
     ThreadExists,
     ThreadMeta,
     ThreadStore,
     Workflow,
-    WorkflowError,
 )
 from .adapters.webhook import UnknownCallback
 from .core import pricing, reducer, replies, state
 from .core.agent import AgentRegistry
 from .core.channels import ChannelRef, EmailRef, NoReplyRef, Notification, SlackRef, notification_for
-from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread
+from .core.errors import NotWaiting
+from .core.events import Channel, Done, Escalation, EscalationData, Event, Thread, ToolCall
 from .core.ports import LanguageModel, Ports, PromptRenderer, utc_now
 from .core.pricing import ModelPrice
 from .core.state import ThreadStatus
@@ -413,18 +414,28 @@ class Runtime:
             lambda thread: replies.follow_up(thread, text, at=self.clock(), channel=channel, sender=sender),
         )
         before = state.status(thread.events)
-        if before.is_waiting:
+        if before.is_waiting or self.store.get_wait(thread_id) is not None:
+            # (a runnable thread holding a wait: an earlier answer's hand-over failed; this one's does it)
             self._continue(thread_id, seq)
         elif before.is_final:
             # The last execution ended; a runnable thread's running execution picks the message up.
             self.workflow.start(thread_id, seq)
+        elif (restart := _restart_seq(thread.events)) is not None:
+            # The message that restarted an ended thread named its execution: starting that name
+            # again is a no-op while it runs, and finishes a restart whose start had failed.
+            self.workflow.start(thread_id, restart)
         return Resumed(thread_id, state.status(thread.extended(events).events))
 
     def resume(self, thread_id: str, reply: replies.ApprovalReply | replies.TextReply) -> Resumed:
         """A person's answer: NotWaiting (409) unless the thread waits for exactly that."""
-        thread, events, seq = self._append_decided(
-            thread_id, lambda thread: replies.respond(thread, reply, at=self.clock())
-        )
+        try:
+            thread, events, seq = self._append_decided(
+                thread_id, lambda thread: replies.respond(thread, reply, at=self.clock())
+            )
+        except NotWaiting:
+            if (handed := self._hand_over_left(thread_id)) is None:
+                raise
+            return handed
         self._continue(thread_id, seq)
         return Resumed(thread_id, state.status(thread.extended(events).events))
 
@@ -437,19 +448,71 @@ class Runtime:
         wait = self.store.find_wait_by_callback(callback_id) or self._wait_for_tool_call(callback_id)
         if wait is None:
             raise UnknownCallback(f"no pending wait for callback {callback_id!r}")
-        thread, events, seq = self._append_decided(
-            wait.thread_id, lambda thread: self._answer(thread, wait, payload)
-        )
+        try:
+            thread, events, seq = self._append_decided(
+                wait.thread_id, lambda thread: self._answer(thread, wait, payload)
+            )
+        except NotWaiting:
+            if (handed := self._hand_over_left(wait.thread_id)) is None:
+                raise
+            return handed
         self._continue(thread.id, seq)
         return Resumed(thread.id, state.status(thread.extended(events).events))
 
-    def cancel(self, thread_id: str, *, by: str | None = None, reason: str = "") -> None:
-        self._append_decided(
-            thread_id, lambda thread: replies.cancel(thread, at=self.clock(), by=by, reason=reason)
-        )
-        self.store.clear_wait(thread_id)
-        self.workflow.cancel(thread_id)
-        logger.info("thread cancelled", extra={"thread_id": thread_id, "by": by})
+    def cancel(self, thread_id: str, *, by: str | None = None, reason: str = "") -> Resumed:
+        """Cancel the thread. A call already cleared to run (approved, or needing no approval) is not
+        abandoned halfway: its execution runs it (or finishes running it) and records its outcome,
+        and only then is the thread `cancelled`; until then it is `cancelling`."""
+        try:
+            thread, events, seq = self._append_decided(
+                thread_id, lambda thread: replies.cancel(thread, at=self.clock(), by=by, reason=reason)
+            )
+        except NotWaiting:
+            # A repeated cancel whose first attempt failed to end the execution (the wait was put
+            # back) finishes that; any other repeat is the 409 it always was.
+            _meta, outline = self.store.load_outline(thread_id)
+            ended = state.status(outline.events) is ThreadStatus.CANCELLED
+            if not ended or self.store.get_wait(thread_id) is None:
+                raise
+            self._stop(thread_id)
+            return Resumed(thread_id, ThreadStatus.CANCELLED)
+        after = state.status(thread.extended(events).events)
+        if after is ThreadStatus.CANCELLING:
+            # The running execution settles the call; one that ended (a workflow failure left the
+            # call unsettled) is started again for it.
+            self._continue(thread_id, seq)
+        else:
+            self._stop(thread_id)
+        logger.info("thread cancelled", extra={"thread_id": thread_id, "by": by, "status": after.value})
+        return Resumed(thread_id, after)
+
+    def _stop(self, thread_id: str) -> None:
+        """Stop a cancelled thread's execution and end its wait; should Step Functions fail, the wait
+        is put back so that the caller's retry does it."""
+        wait = self.store.clear_wait(thread_id)
+        try:
+            self.workflow.cancel(thread_id)
+            if wait is not None:
+                self._end_wait(thread_id, wait.task_token)
+        except Exception:
+            if wait is not None:
+                self.store.save_wait(wait)
+            raise
+
+    def _end_wait(self, thread_id: str, task_token: str) -> None:
+        """End a cancelled thread's paused execution through its task token. On AWS StopExecution
+        already did, and the token is refused; moto's StopExecution leaves an execution paused on a
+        token running, and so would a stop that raced the pause. Resumed, the execution's reducer
+        finds the thread cancelled and the state machine finishes (SendTaskFailure would take the
+        Catch, a longer way to the same end)."""
+        if task_token == NO_EXECUTION:
+            return
+        try:
+            self.workflow.resume(task_token, {"thread_id": thread_id})
+        except TaskTokenRefused as error:
+            logger.info(
+                "cancelled thread's wait already ended", extra={"thread_id": thread_id, "error": str(error)}
+            )
 
     def reduce(self, thread_id: str) -> Reduced:
         """The reducer Lambda: step until the thread waits or ends, persisting every move.
@@ -473,7 +536,15 @@ class Runtime:
 
         def persist(_thread: Thread, events: list[Event]) -> None:
             nonlocal last_seq
-            last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
+            try:
+                last_seq = self.store.append(thread_id, events, expected_last_seq=last_seq)
+            except ConcurrentAppend:
+                # The move lost its sequence number, but an executor call in it has run: its outcome
+                # is recorded after whatever landed meanwhile (a cancel, a message), never dropped.
+                recorded = self._record_calls_that_ran(thread_id, events)
+                if recorded:
+                    moves.append(recorded)
+                raise
             moves.append(events)
 
         ports = Ports(llm=model, prompts=self.prompts, clock=self.clock, price=self.price)
@@ -491,6 +562,36 @@ class Runtime:
             events=finished.events,
             llm_latencies_ms=tuple(model.latencies_ms),
         )
+
+    def _record_calls_that_ran(self, thread_id: str, move: list[Event]) -> list[Event]:
+        """Append, at the thread's current end, the calls and outcomes of a move whose executors ran
+        and which the thread does not hold yet (a concurrent execution may have recorded the same
+        call under the same id). A move with no executor outcome (a model decision) is not kept:
+        it had no side effect, and it is decided again on the thread as it now stands."""
+        if not any(state.outcome_call_id(event) for event in move):
+            return []
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            _meta, thread = self.store.load_outline(thread_id)
+            calls = {event.data.call_id for event in thread.events if isinstance(event, ToolCall)}
+            outcomes = {state.outcome_call_id(event) for event in thread.events} - {None}
+            missing = [
+                event
+                for event in move
+                if (isinstance(event, ToolCall) and event.data.call_id not in calls)
+                or ((call_id := state.outcome_call_id(event)) is not None and call_id not in outcomes)
+            ]
+            if not missing:
+                return []
+            try:
+                self.store.append(thread_id, missing, expected_last_seq=thread.last_seq)
+            except ConcurrentAppend:
+                if attempt == MAX_APPEND_ATTEMPTS - 1:
+                    raise
+                time.sleep(jitter.full_jitter(min(MAX_APPEND_BACKOFF_SECONDS, 0.005 * 2**attempt)))
+                continue
+            logger.info("recorded a call's outcome after a concurrent write", extra={"thread_id": thread_id})
+            return missing
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _tell_done(self, meta: ThreadMeta, thread: Thread) -> None:
         """Factor 11: the final message goes back on the channel the thread came from."""
@@ -529,6 +630,9 @@ class Runtime:
             new_events = (Escalation(at=self.clock(), data=data),)
             self.store.append(thread_id, list(new_events), expected_last_seq=thread.last_seq)
             thread = thread.extended(new_events)
+        after = state.status(thread.events)
+        if after.is_final:  # a cancel waited for a call the failure made the thread give up on
+            return Reduced(thread_id, _reduce_status(after), new_events)
         wait = self._new_wait(thread_id, task_token=NO_EXECUTION, kind="escalation")
         self.store.save_wait(wait)
         logger.warning(
@@ -544,7 +648,10 @@ class Runtime:
         meta, thread = self.store.load(thread_id)
         current = state.status(thread.events)
         if current is ThreadStatus.CANCELLED:
-            return None  # cancel stops the execution; there is nobody to ask
+            # There is nobody to ask. Cancel stopped the execution; should this pause have raced the
+            # stop (or the stop not taken, as in moto), the failed wait ends it.
+            self._end_wait(thread_id, task_token)
+            return None
         if not current.is_waiting:
             # The answer landed between the reducer's pause and this task: carry straight on.
             self.workflow.resume(task_token, {"thread_id": thread_id})
@@ -553,9 +660,10 @@ class Runtime:
         self.store.save_wait(wait)
         arrived = self.store.events_after(thread_id, thread.last_seq)
         if arrived:
-            # A reply was appended before the wait was saved, so it found no token to resume with.
-            self.store.clear_wait(thread_id)
-            self._resume_execution(thread_id, wait, arrived[0][0])
+            # A reply was appended before the wait was saved, so it found no token to resume with;
+            # unless a trigger took the wait meanwhile, and resumed with it.
+            if self.store.clear_wait(thread_id) is not None:
+                self._resume_execution(thread_id, wait, arrived[0][0])
             return None
         notification = notification_for(thread_id, thread.events)
         if notification is None:
@@ -641,14 +749,37 @@ class Runtime:
 
     def _continue(self, thread_id: str, seq: int) -> None:
         """Hand the thread back to its paused execution, or start one if that execution is gone."""
-        wait = self.store.get_wait(thread_id)
+        # Taken (read and deleted at once) before resuming: once resumed, the next pause may save a
+        # new wait at any moment; and of two triggers here at once, only one hands the answer over.
+        wait = self.store.clear_wait(thread_id)
         if wait is None:
-            # The execution is between its reducer and Notify; Notify sees the reply and resumes.
-            logger.info("no wait saved yet; Notify will resume", extra={"thread_id": thread_id})
+            if self.workflow.running(thread_id):
+                # The execution is between its reducer and Notify; Notify sees the reply and resumes.
+                logger.info("no wait saved yet; Notify will resume", extra={"thread_id": thread_id})
+            else:
+                # No execution and no wait: the one that paused died before saving its wait (its
+                # failure could not be recorded). The answer starts a new one.
+                logger.warning("no wait and no execution; starting one", extra={"thread_id": thread_id})
+                self.workflow.start(thread_id, seq)
             return
-        # Cleared before resuming: once resumed, the next pause may save a new wait at any moment.
-        self.store.clear_wait(thread_id)
-        self._resume_execution(thread_id, wait, seq)
+        try:
+            self._resume_execution(thread_id, wait, seq)
+        except Exception:
+            # The answer is recorded but its execution was not given it (Step Functions throttled or
+            # failed): the wait is put back, so the caller's retry hands it over (`_hand_over_left`).
+            self.store.save_wait(wait)
+            raise
+
+    def _hand_over_left(self, thread_id: str) -> Resumed | None:
+        """A repeated request finds its answer recorded: if the thread runs on it but still holds
+        the wait (the first attempt failed to resume the execution), finish that hand-over."""
+        _meta, thread = self.store.load_outline(thread_id)
+        current = state.status(thread.events)
+        if not current.is_runnable or self.store.get_wait(thread_id) is None:
+            return None
+        logger.info("handing a recorded answer to its execution", extra={"thread_id": thread_id})
+        self._continue(thread_id, thread.last_seq)
+        return Resumed(thread_id, current)
 
     def _resume_execution(self, thread_id: str, wait: PendingWait, seq: int) -> None:
         if wait.task_token == NO_EXECUTION:
@@ -656,8 +787,9 @@ class Runtime:
             return
         try:
             self.workflow.resume(wait.task_token, {"thread_id": thread_id})
-        except WorkflowError as error:
+        except TaskTokenRefused as error:
             # The token died with its execution (timed out and escalated, or failed): start anew.
+            # (Any other failure is raised: that execution still waits, and a second must not start.)
             logger.warning("task token rejected; starting a new execution", extra={"error": str(error)})
             self.workflow.start(thread_id, seq)
 
@@ -677,6 +809,14 @@ def _thread_id_for(launch_key: str | None) -> str:
     if launch_key is None:
         return uuid.uuid4().hex
     return hashlib.sha256(launch_key.encode()).hexdigest()[:32]
+
+
+def _restart_seq(events: tuple[Event, ...]) -> int | None:
+    """The sequence number of the first event after the thread's last `done`, if any came after it."""
+    for seq in range(len(events) - 1, -1, -1):
+        if isinstance(events[seq], Done):
+            return seq + 1 if seq + 1 < len(events) else None
+    return None
 
 
 def _reduce_status(current: ThreadStatus) -> ReduceStatus:

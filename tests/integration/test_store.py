@@ -453,6 +453,16 @@ def test_an_outline_load_reads_no_payload_yet_keeps_status_sequence_and_tokens(
     assert [event.id for event in outline.events] == [event.id for event in whole.events]
 
 
+class _BetweenReducerAndNotify:
+    """A workflow whose execution of the thread runs and has not paused yet: nothing is resumed."""
+
+    def running(self, thread_id: str) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the answer must leave the execution to Notify, not call {name}")
+
+
 def test_a_persons_answer_lands_without_reading_the_payloads_kept_in_s3(
     store: DynamoThreadStore, payload_bucket: str, payload_keys: Any
 ) -> None:
@@ -470,8 +480,9 @@ def test_a_persons_answer_lands_without_reading_the_payloads_kept_in_s3(
     for key in payload_keys():
         s3.delete_object(Bucket=payload_bucket, Key=key)
 
-    # When a person approves through the runtime, as the API, Slack and email triggers do
-    resumed = runtime.Runtime(store=store).resume(
+    # When a person approves through the runtime, as the API, Slack and email triggers do (with no
+    # wait saved yet: its execution is between the reducer and Notify, which resumes it)
+    resumed = runtime.Runtime(store=store, workflow=_BetweenReducerAndNotify()).resume(
         "t-answer", replies.ApprovalReply(approved=True, by="alice@example.com")
     )
 
@@ -588,8 +599,10 @@ def test_wait_is_saved_found_by_callback_and_cleared(store: DynamoThreadStore) -
     assert store.find_wait_by_callback("cb-123") is None
     assert store.find_wait_by_callback("cb-456") == newer
 
-    # When it is cleared, then neither lookup finds it and the thread itself is untouched
-    store.clear_wait("t-wait")
+    # When it is cleared, then the clear hands back the wait it took (once: of two triggers clearing
+    # it, one gets it), neither lookup finds it and the thread itself is untouched
+    assert store.clear_wait("t-wait") == newer
+    assert store.clear_wait("t-wait") is None
     assert store.get_wait("t-wait") is None
     assert store.find_wait_by_callback("cb-456") is None
     assert len(store.load("t-wait")[1].events) == 1

@@ -2,8 +2,8 @@
 
 Every test here belongs to a scenario (``pytestmark = pytest.mark.scenario("Concurrency")``), says
 in its docstring what it checks, and counts its cases with the `cases` fixture. The plugin keeps
-one row per test with its outcome; at the end of a session that ran the whole suite it saves the
-rows to build/reliability/results.json and has `report` write docs/reliability.md from them.
+one row per test with its outcome; at the end of a session that ran the whole suite it saves the rows to
+.cache/reliability/results.json, from which `make reliability-report` writes docs/reliability.md.
 A regression test names the defect it guards with ``@pytest.mark.fixes("...")``; a known defect
 still open is an ``xfail(strict=True, reason=...)`` and is listed as open.
 """
@@ -188,7 +188,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "environment": _environment(),
         "rows": [asdict(row) for row in state.rows.values()],
     }
+    if not results["complete"]:
+        return  # a partial run (e.g. `make soak`'s Hypothesis suites) keeps the last whole run's results
+    # The tracked page is written by `make reliability-report`, never by a test run.
     report.RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report.RESULTS.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    if results["complete"]:
-        report.write(results)

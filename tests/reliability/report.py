@@ -1,11 +1,14 @@
 """Write docs/reliability.md from the results of a run of tests/reliability; the page is never hand-written.
 
 The suite's conftest records one row per test (its scenario, what it checked, how many cases it
-ran, its outcome, and the defect it guards against if it is a regression test) and, when the run
-covered the whole suite, calls `write` at the end of the session. Run it by hand to regenerate the
-page from the last saved results::
+ran, its outcome, and the defect it guards against if it is a regression test) in
+.cache/reliability/results.json; `make soak` saves the soak's figures in .cache/soak/results.json.
+Neither run touches the tracked page (`make test` leaves the working tree clean); `make
+reliability-report` writes it from the saved results::
 
-    python -m tests.reliability.report [build/reliability/results.json]
+    python -m tests.reliability.report [.cache/reliability/results.json [.cache/soak/results.json]]
+
+Without saved soak figures the page keeps the soak section it has.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "build" / "reliability" / "results.json"
+RESULTS = ROOT / ".cache" / "reliability" / "results.json"
+SOAK_RESULTS = ROOT / ".cache" / "soak" / "results.json"
 DOC = ROOT / "docs" / "reliability.md"
+SOAK_START, SOAK_END = "<!-- soak:start -->", "<!-- soak:end -->"
 
 # The issue's order; a scenario not listed here comes after these, alphabetically.
 AREAS = (
@@ -30,6 +35,7 @@ AREAS = (
     "Limits",
     "Hostile input",
     "OpenAPI",
+    "Interleavings",
 )
 OUTCOME_LABEL = {
     "passed": "pass",
@@ -144,9 +150,67 @@ def _defects(checks: Iterable[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def write(results: Mapping[str, Any], path: Path = DOC) -> Path:
+def render_soak(figures: Mapping[str, Any]) -> str:
+    """The soak's section: what ran, what was injected, what was checked, from one `make soak` run."""
+    invariants = figures["invariants"]
+    known = "rate" in figures  # (the run's fault rate, if it recorded one)
+    rate = f", a fault drawn on {figures['rate']:.0%} of port calls" if known else ""
+    replay_rate = f" FAULT_RATE={figures['rate']}" if known else ""
+    lines = [
+        SOAK_START,
+        "## The seeded soak",
+        "",
+        f"`make soak` drove **{figures['threads']:,} threads** through random schedules (seed "
+        f"`{figures['seed']}`{rate}; replay with",
+        f"`make soak SEED={figures['seed']} THREADS={figures['threads']}{replay_rate}`)"
+        " on the integration stack:",
+        "the real Api, Reducer and Notify handlers, the real state machine executed by moto, moto's",
+        "DynamoDB and the fake deployment service, with every port wrapped to fail on seeded draws",
+        f"(tests/soak). Outcome: **{figures['outcome']}**, in {figures['seconds']:,} s.",
+        "",
+        f"**{figures['faults_total']:,} faults injected**, "
+        f"**{sum(figures['actions'].values()):,} human and caller actions**, "
+        f"**{sum(i['checks'] for i in invariants):,} invariant checks**.",
+        "",
+        "| Invariant | Checks | Violations |",
+        "|---|---:|---:|",
+        *(f"| {_cell(i['invariant'])} | {i['checks']:,} | {i['violations']:,} |" for i in invariants),
+        "",
+        "| Fault | Injected |",
+        "|---|---:|",
+        *(f"| `{kind}` | {count:,} |" for kind, count in figures["faults"].items()),
+        "",
+        "| Action | Sent |",
+        "|---|---:|",
+        *(f"| `{kind}` | {count:,} |" for kind, count in figures["actions"].items()),
+        "",
+        "Outcomes of the actions: "
+        + ", ".join(f"{count:,} {outcome}" for outcome, count in figures["action_outcomes"].items())
+        + " (unknown: the caller saw a 5xx or a dead invocation, and sent it again).",
+        "",
+        "Where the threads ended: "
+        + ", ".join(f"{count:,} {end}" for end, count in figures["thread_ends"].items())
+        + ".",
+        SOAK_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _soak_section(figures: Mapping[str, Any] | None, path: Path) -> str:
+    if figures is not None:
+        return render_soak(figures)
+    existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+    start, end = existing.find(SOAK_START), existing.find(SOAK_END)
+    return existing[start : end + len(SOAK_END)] + "\n" if start >= 0 and end > start else ""
+
+
+def write(results: Mapping[str, Any], path: Path = DOC, soak: Mapping[str, Any] | None = None) -> Path:
+    page = render(results)
+    section = _soak_section(soak, path)
+    if section:
+        page = page.replace("## Defects the suite found", section + "\n## Defects the suite found", 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results), encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     return path
 
 
@@ -160,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not results.get("complete"):
         print(f"{source} is from a partial run; run the whole of tests/reliability", file=sys.stderr)
         return 2
-    print(f"wrote {write(results).relative_to(ROOT)}")
+    soak_source = Path(arguments[1]) if len(arguments) > 1 else SOAK_RESULTS
+    soak = json.loads(soak_source.read_text(encoding="utf-8")) if soak_source.is_file() else None
+    print(f"wrote {write(results, soak=soak).relative_to(ROOT)}")
     return 0
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from tests.integration.conftest import REGION
 from tests.reliability.conftest import Cases
+from tests.reliability.support import accepting_state_machine
 from twelvefactor import runtime
 from twelvefactor.adapters.dynamodb_store import DynamoThreadStore
 from twelvefactor.adapters.ports import ConcurrentAppend, ThreadMeta
@@ -63,7 +64,8 @@ def container(
         "THREADS_TABLE": threads_table,
         "PAYLOAD_BUCKET": payload_bucket,
         "IDEMPOTENCY_TABLE": idempotency_table,
-        "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:unused",
+        # An answer that finds neither a wait nor a running execution starts one (see _continue).
+        "STATE_MACHINE_ARN": accepting_state_machine(),
     }.items():
         monkeypatch.setenv(name, value)
     settings = StoreSettings()

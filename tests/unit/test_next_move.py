@@ -177,11 +177,13 @@ SETTLED_OR_WAITING = [
         Move.ASK_MODEL,
         id="async-dispatched-then-escalated-and-answered",
     ),
-    pytest.param([opening(), deploy_call(), cancelled()], Move.NONE, id="cancelled-with-a-call-pending"),
     pytest.param(
-        [opening(), deploy_call(), failure_escalated(), answer(), cancelled()],
+        [opening(), deploy_call(), cancelled(), result()], Move.NONE, id="cancelled-then-the-call-settled"
+    ),
+    pytest.param(
+        [opening(), deploy_call("call-1", "production"), approval_requested(), cancelled()],
         Move.NONE,
-        id="cancelled-after-the-escalation-was-answered",
+        id="cancelled-while-awaiting-approval",
     ),
     pytest.param(
         [opening(), deploy_call(), result(), opening(), deploy_call("call-4"), failure_escalated()],
@@ -222,6 +224,40 @@ def test_a_call_that_waits_was_refused_or_was_settled_is_never_run_again(
     # Then it asks the model or waits, exactly as it did before unsettled calls were looked for
     assert move is expected
     assert pending_tool_call(thread.events) is None
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        pytest.param([opening(), deploy_call(), cancelled()], id="decided-then-cancelled"),
+        pytest.param(
+            [
+                opening(),
+                deploy_call("call-1", "production"),
+                approval_requested(),
+                approval(approved=True),
+                cancelled(),
+            ],
+            id="approved-then-cancelled",
+        ),
+        pytest.param(
+            [opening(), deploy_call(), failure_escalated(), answer(), cancelled()],
+            id="cancelled-after-the-escalation-was-answered",
+        ),
+    ],
+)
+def test_a_cancel_takes_effect_after_the_call_cleared_before_it_is_settled(events: list[Event]) -> None:
+    # Given a thread cancelled while a call cleared to run had no outcome
+    thread = thread_of(*events)
+
+    # When the loop decides its next move, before and after the call's outcome is recorded
+    before = (status(thread.events), next_move(AGENT, thread), pending_tool_call(thread.events))
+    settled = thread_of(*events, result())
+
+    # Then the call runs first, with the thread cancelling, and the cancel takes effect after it
+    assert before[:2] == (ThreadStatus.CANCELLING, Move.RUN_TOOL)
+    assert before[2] is not None and before[2].data.call_id == "call-1"
+    assert (status(settled.events), next_move(AGENT, settled)) == (ThreadStatus.CANCELLED, Move.NONE)
 
 
 def test_the_left_over_call_runs_under_its_own_idempotency_key_then_the_model_sees_its_result(

@@ -384,9 +384,13 @@ class DynamoThreadStore:
                 return current
         return None
 
-    def clear_wait(self, thread_id: str) -> None:
+    def clear_wait(self, thread_id: str) -> PendingWait | None:
         with _storage_errors("DeleteItem"):
-            self._table.delete_item(Key={"pk": _thread_pk(thread_id), "sk": WAIT})
+            deleted = self._table.delete_item(
+                Key={"pk": _thread_pk(thread_id), "sk": WAIT}, ReturnValues="ALL_OLD"
+            )
+        item = deleted.get("Attributes")
+        return None if item is None else PendingWait.model_validate_json(str(item["wait"]))
 
     # --- internals ----------------------------------------------------------------------------
 

@@ -33,6 +33,11 @@ class WorkflowError(TwelvefactorError):
     """Step Functions refused the call (e.g. an expired or already used task token)."""
 
 
+class TaskTokenRefused(WorkflowError):
+    """The task token is dead (unknown, used, timed out, its execution ended): resuming cannot work,
+    unlike a throttled or failed call, which may on a retry."""
+
+
 class ChannelError(TwelvefactorError):
     """A human channel (Slack, SES, webhook) refused or could not take a message."""
 
@@ -122,7 +127,10 @@ class ThreadStore(Protocol):
 
     def find_wait_by_callback(self, callback_id: str) -> PendingWait | None: ...
 
-    def clear_wait(self, thread_id: str) -> None: ...
+    def clear_wait(self, thread_id: str) -> PendingWait | None:
+        """Delete the wait and return it, in one atomic request: of two triggers clearing the same
+        wait, only one gets it (and so hands the answer to the execution)."""
+        ...
 
     def list_threads(self, limit: int = 50) -> list[ThreadMeta]: ...
 
@@ -139,6 +147,10 @@ class Workflow(Protocol):
     def fail(self, task_token: str, error: str, cause: str) -> None: ...
 
     def cancel(self, thread_id: str) -> None: ...
+
+    def running(self, thread_id: str) -> bool:
+        """Whether an execution of the thread runs (one ListExecutions page per thousand running)."""
+        ...
 
 
 class HumanChannel(Protocol):

@@ -25,7 +25,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..settings import WorkflowSettings
-from .ports import WorkflowError
+from .ports import TaskTokenRefused, WorkflowError
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -49,6 +49,10 @@ class StepFunctionsError(WorkflowError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class TokenRefused(StepFunctionsError, TaskTokenRefused):
+    """Step Functions refused a task token (InvalidToken, TaskTimedOut, TaskDoesNotExist)."""
 
 
 def execution_name(thread_id: str, launch_seq: int) -> str:
@@ -110,21 +114,31 @@ class StepFunctionsWorkflow:
 
     def cancel(self, thread_id: str) -> None:
         try:
-            pages = self._client.get_paginator("list_executions").paginate(
-                stateMachineArn=self._state_machine_arn, statusFilter="RUNNING"
-            )
-            running = [
-                execution["executionArn"]
-                for page in pages
-                for execution in page["executions"]
-                if _is_execution_of(execution["name"], thread_id)
-            ]
-            for arn in running:
+            for arn in self._running(thread_id):
                 self._stop(arn, thread_id)
         except ClientError as error:
             raise _workflow_error("StopExecution", error) from error
         except BotoCoreError as error:
             raise WorkflowError(f"cancelling the executions of thread {thread_id} failed: {error}") from error
+
+    def running(self, thread_id: str) -> bool:
+        try:
+            return bool(self._running(thread_id))
+        except ClientError as error:
+            raise _workflow_error("ListExecutions", error) from error
+        except BotoCoreError as error:
+            raise WorkflowError(f"listing the executions of thread {thread_id} failed: {error}") from error
+
+    def _running(self, thread_id: str) -> list[str]:
+        pages = self._client.get_paginator("list_executions").paginate(
+            stateMachineArn=self._state_machine_arn, statusFilter="RUNNING"
+        )
+        return [
+            execution["executionArn"]
+            for page in pages
+            for execution in page["executions"]
+            if _is_execution_of(execution["name"], thread_id)
+        ]
 
     def _stop(self, execution_arn: str, thread_id: str) -> None:
         try:
@@ -148,6 +162,6 @@ def _workflow_error(operation: str, error: ClientError) -> StepFunctionsError:
     code = _code(error)
     if code in _TOKEN_PROBLEMS:
         # The service's own message may quote the token; ours never does.
-        return StepFunctionsError(f"{operation} refused: {_TOKEN_PROBLEMS[code]} ({code})", code)
+        return TokenRefused(f"{operation} refused: {_TOKEN_PROBLEMS[code]} ({code})", code)
     message = error.response.get("Error", {}).get("Message", "")
     return StepFunctionsError(f"{operation} failed with {code}: {message}", code)

@@ -59,7 +59,7 @@ def next_move(agent: Agent, thread: Thread) -> Move:
     model would be consulted. A prefetch hook only names calls, so asking it twice is harmless."""
     events = thread.events
     current = state.status(events)
-    if current is ThreadStatus.TOOL_PENDING:
+    if current in (ThreadStatus.TOOL_PENDING, ThreadStatus.CANCELLING):
         return Move.RUN_TOOL
     if current is not ThreadStatus.READY:
         return Move.NONE

@@ -55,7 +55,12 @@ class TextReply(_Reply):
 
 # An approval needs an approve/reject answer and a cancelled thread takes nothing more.
 _NO_FOLLOW_UP = frozenset(
-    {state.ThreadStatus.AWAITING_APPROVAL, state.ThreadStatus.AWAITING_CALLBACK, state.ThreadStatus.CANCELLED}
+    {
+        state.ThreadStatus.AWAITING_APPROVAL,
+        state.ThreadStatus.AWAITING_CALLBACK,
+        state.ThreadStatus.CANCELLING,
+        state.ThreadStatus.CANCELLED,
+    }
 )
 
 HumanReply = Annotated[ApprovalReply | TextReply, Field(discriminator="kind")]
@@ -104,6 +109,6 @@ def callback(thread: Thread, call_id: str, result: JsonValue, *, at: datetime) -
 
 
 def cancel(thread: Thread, *, at: datetime, by: str | None = None, reason: str = "") -> list[Event]:
-    if state.status(thread.events).is_final:
-        raise NotWaiting(f"thread {thread.id} has already ended")
+    if state.cancel_requested(thread.events) or state.status(thread.events).is_final:
+        raise NotWaiting(f"thread {thread.id} has already ended or is being cancelled")
     return [Cancelled(at=at, data=CancelledData(by=by, reason=reason))]

@@ -36,6 +36,10 @@ class ThreadStatus(StrEnum):
     AWAITING_HUMAN = "awaiting_human"  # a question or an escalation waits for a person
     AWAITING_CALLBACK = "awaiting_callback"  # an async tool's result arrives through a callback
     DONE = "done"
+    # A cancel arrived while a call cleared to run (approved, or needing no approval) had no outcome
+    # yet: the call is not abandoned halfway. It runs (or finishes) and its result or error is
+    # recorded; then the thread is cancelled. Nothing else is accepted meanwhile.
+    CANCELLING = "cancelling"
     CANCELLED = "cancelled"
 
     @property
@@ -44,7 +48,7 @@ class ThreadStatus(StrEnum):
 
     @property
     def is_runnable(self) -> bool:
-        return self in (ThreadStatus.READY, ThreadStatus.TOOL_PENDING)
+        return self in (ThreadStatus.READY, ThreadStatus.TOOL_PENDING, ThreadStatus.CANCELLING)
 
     @property
     def is_final(self) -> bool:
@@ -66,7 +70,9 @@ def status(events: Sequence[Event]) -> ThreadStatus:
     if not events:
         return ThreadStatus.READY
     if any(isinstance(event, Cancelled) for event in events):
-        return ThreadStatus.CANCELLED
+        # Every executor call that ran is recorded: a cancel takes effect once the call it found
+        # cleared to run has an outcome (or was given up on after workflow failures).
+        return ThreadStatus.CANCELLING if unsettled_tool_call(events) is not None else ThreadStatus.CANCELLED
     last = events[-1]
     match last:
         case Done():
@@ -86,8 +92,9 @@ def status(events: Sequence[Event]) -> ThreadStatus:
 
 
 def pending_tool_call(events: Sequence[Event]) -> ToolCall | None:
-    """The tool call to run now: one just decided, one a human just approved, or one left unsettled."""
-    if status(events) is not ThreadStatus.TOOL_PENDING:
+    """The tool call to run now: one just decided, one a human just approved, or one left unsettled
+    (also when a cancel waits for it)."""
+    if status(events) not in (ThreadStatus.TOOL_PENDING, ThreadStatus.CANCELLING):
         return None
     return unsettled_tool_call(events)
 
@@ -103,7 +110,8 @@ def unsettled_tool_call(events: Sequence[Event]) -> ToolCall | None:
 
     Only the latest call can be unsettled: the model is never asked while a call is pending. So a
     model decision after the call (a question, a model error, `done`) means the thread moved on:
-    older threads, or a call given up on after MAX_FAILURES_PER_CALL workflow failures."""
+    older threads, or a call given up on after MAX_FAILURES_PER_CALL workflow failures. A cancel
+    does not settle a call: the call was cleared to run before it, so it runs to its outcome."""
     settled: set[str] = set()
     gated: set[str] = set()
     approved: set[str] = set()
@@ -114,7 +122,7 @@ def unsettled_tool_call(events: Sequence[Event]) -> ToolCall | None:
                 cleared = call.call_id not in gated or call.call_id in approved
                 given_up = failures >= MAX_FAILURES_PER_CALL
                 return event if cleared and call.call_id not in settled and not given_up else None
-            case HumanRequest() | Done() | Cancelled():
+            case HumanRequest() | Done():
                 return None
             case Error(data=error) if error.call_id is None:
                 return None
@@ -128,6 +136,20 @@ def unsettled_tool_call(events: Sequence[Event]) -> ToolCall | None:
                 gated.add(request.call_id)
             case Approval(data=decision):
                 (approved if decision.approved else settled).add(decision.call_id)
+    return None
+
+
+def cancel_requested(events: Sequence[Event]) -> bool:
+    return any(isinstance(event, Cancelled) for event in events)
+
+
+def outcome_call_id(event: Event) -> str | None:
+    """The call an event records the outcome of: a result, a dispatch or a tool's error."""
+    match event:
+        case ToolResult(data=outcome) | ToolDispatched(data=outcome):
+            return outcome.call_id
+        case Error(data=error):
+            return error.call_id
     return None
 
 
