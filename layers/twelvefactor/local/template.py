@@ -324,6 +324,7 @@ def transformed_template(
     import contextlib  # noqa: PLC0415 - dev-only, and the transform is imported only here
     import copy  # noqa: PLC0415
     import io  # noqa: PLC0415
+    import logging  # noqa: PLC0415
     import os  # noqa: PLC0415
 
     from samtranslator.translator.transform import transform  # noqa: PLC0415
@@ -337,7 +338,9 @@ def transformed_template(
     previous_region = os.environ.get("AWS_DEFAULT_REGION")
     os.environ["AWS_DEFAULT_REGION"] = region  # the transform builds partition-aware ARNs from it
     try:
-        # The transform prints feature-toggle notices on stdout; they are noise here.
+        # The transform prints feature-toggle notices on stdout, and logs a warning for each toggle
+        # it has no config for (no handler: Python prints it on stderr); both are noise here.
+        logging.getLogger("samtranslator.feature_toggle").setLevel(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()):
             transformed: dict[str, Any] = transform(body, dict(parameters or {}), _NoManagedPolicies())
     finally:
