@@ -380,7 +380,7 @@ def test_the_derivation_sees_the_calls_the_issue_found(deployed: dict[str, Any])
     cancel = adapter_actions("workflow")["cancel"]
     assert cancel and cancel <= {"states:ListExecutions", "states:StopExecution", "states:SendTaskFailure"}
     assert cancel <= needed_actions("api")
-    assert not cancel & needed_actions("slack")
+    assert "states:StopExecution" in cancel and "states:StopExecution" not in needed_actions("slack")
     assert {"dynamodb:BatchWriteItem", "s3:ListBucket", "s3:DeleteObject"} <= needed_actions("janitor")
 
 

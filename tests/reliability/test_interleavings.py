@@ -31,7 +31,8 @@ DONE = intent("done_for_now", message="Deployed v1.2.3 to production.")
 
 
 def _waiting_for_approval(stack: Stack) -> str:
-    stack.script(DEPLOY_PRODUCTION, DONE)
+    # The tags first (a deploy is offered only then); a deploy that ran ends the turn by code.
+    stack.script(intent("list_git_tags"), DEPLOY_PRODUCTION)
     launched = stack.api(api_event("api-launch"))
     assert launched.status == 202, launched.body
     thread_id = str(launched.body["thread_id"])
@@ -80,8 +81,14 @@ def test_a_cancel_while_the_approved_call_runs_is_recorded_after_its_result(
         ("v1.2.3", "production")
     ]
     events = stack.events(thread_id)
-    [call] = [event for event in events if isinstance(event, ToolCall)]
-    outcomes = [event for event in events if isinstance(event, ToolResult | Error) and event.data.call_id]
+    [call] = [e for e in events if isinstance(e, ToolCall) and e.data.intent == "deploy_backend"]
+    outcomes = [
+        event
+        for event in events
+        if isinstance(event, ToolResult | Error)
+        and event.data.call_id
+        and getattr(event.data, "intent", None) != "list_git_tags"
+    ]
     assert [(type(o).__name__, o.data.call_id) for o in outcomes] == [("ToolResult", call.data.call_id)]
     # And the thread is cancelled, with the cancel recorded once and the model never asked again
     assert state.status(events) is ThreadStatus.CANCELLED
@@ -90,7 +97,7 @@ def test_a_cancel_while_the_approved_call_runs_is_recorded_after_its_result(
         ["cancelled", "tool_result"],
         ["tool_result", "cancelled"],
     )
-    assert stack.model.remaining == 1
+    assert stack.model.remaining == 0
     # And no execution is left running
     assert [execution["status"] for execution in executions] == ["SUCCEEDED"]
 
