@@ -30,7 +30,7 @@ OUR_ROWS = {
     5: r"\| 2 \| [\d.]+ \|",
     6: r"\| twelvefactor layer \+ functions .*\| [\d.]+ (KiB|MiB) \|",
     7: r"\| first \(cold prompt cache\): 1 \| [\d.]+ s",
-    8: r"\| 5 \| ours \| 2 \| [\d.]+ \|",
+    8: r"\| 5 \| ours \| \d+ \| [\d.]+ \|",
 }
 # Figures with a second table of our side: figure 7's tasks, before and after the control flow.
 OUR_EXTRA_ROWS = {

@@ -13,8 +13,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.e2e.helpers import ConversationScripts, execution, stored_event_types
-from tests.e2e.test_local_stack import deploy_script, launch, wait_for_status
+from tests.e2e.helpers import ConversationScripts, execution, intent, opening, stored_event_types
+from tests.e2e.test_local_stack import NEWEST_TAG, launch, wait_for_status
 from tests.support import poll_until
 from twelvefactor import cli
 from twelvefactor.core import pricing
@@ -38,10 +38,17 @@ def stack(fake_llm: FakeOpenAI) -> Iterator[LocalStack]:
 def test_a_thread_runs_through_bedrock_converse_and_records_cached_tokens_and_its_cost(
     stack: LocalStack, scripts: ConversationScripts, fake_llm: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given the stack in Bedrock mode, and a conversation that deploys to production
+    # Given the stack in Bedrock mode, and a conversation that deploys to production after one answer
+    # that is no intent: the decisions before and after it are offered the same intents, so they send
+    # the same tools and system prompt (the per-decision offer changes the tools, hence the prefix)
     assert stack.environment["LLM_PROVIDER"] == "bedrock"
     assert stack.environment["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] == stack.llm.bedrock_url
-    text = deploy_script(scripts, "Ship the backend via Bedrock", "Shipped v1.2.3 to production.")
+    text = scripts.add(
+        opening("Ship the backend via Bedrock"),
+        intent("list_git_tags"),
+        "not an intent",
+        intent("deploy_backend", tag=NEWEST_TAG, environment="production"),
+    )
 
     # When it is launched, and approved through the API
     thread_id = launch(stack, text)
@@ -59,7 +66,7 @@ def test_a_thread_runs_through_bedrock_converse_and_records_cached_tokens_and_it
     # And every model request went through the Converse stand-in (it asks with the tools as one schema)
     branches = [request["response_format"]["schema"]["anyOf"] for request in fake_llm.requests]
     assert branches and all({"intent"} <= set(b[0]["properties"]) for b in branches)
-    # And the decisions recorded Bedrock's cache counts: the stable prefix written once, then read
+    # And the decisions recorded Bedrock's cache counts: each new prefix written, a repeated one read
     events = httpx.get(f"{stack.api_url}/threads/{thread_id}/events").json()["events"]
     usages = [event["usage"] for event in events if event.get("usage")]
     assert usages, events
