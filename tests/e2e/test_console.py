@@ -182,9 +182,13 @@ def test_launch_then_approve_in_the_browser_shows_the_deploy_and_done(
     assert browser.find_element(By.ID, "status").text == "done"
     assert [deploy["tag"] for deploy in _deploys(stack)[deploys_before:]] == [NEWEST_TAG]
     assert browser.find_elements(By.ID, "approve") == []
-    # ... and the thread list files it under finished
+    # ... its cost is unknown (the scripted fake model has no price), never shown as $0
+    assert browser.find_element(By.ID, "cost").text == "unknown"
+    # ... and the thread list files it under finished, with its tokens and cost
     browser.get(f"{console_url}/?filter=finished")
     assert browser.find_elements(By.CSS_SELECTOR, f"a[href='/threads/{thread_id}']")
+    row = browser.find_element(By.XPATH, f"//a[@href='/threads/{thread_id}']/ancestor::tr")
+    assert row.find_element(By.CSS_SELECTOR, "td.cost").text == "unknown"
     browser.get(f"{console_url}/?filter=waiting")
     assert browser.find_elements(By.CSS_SELECTOR, f"a[href='/threads/{thread_id}']") == []
 

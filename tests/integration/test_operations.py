@@ -185,6 +185,7 @@ def test_the_issue_s_metrics_are_emitted_by_agent_and_kind(emitted: Emitted) -> 
         ("WaitsAnswered", (agent, ("Kind", "approval"), service)),
         ("WaitAge", (agent, ("Kind", "approval"), service)),
         ("LlmLatency", (service,)),
+        ("LlmCostUsd", (service,)),  # the stack's model (gpt-4o-mini) has a known price
     ]:
         assert expected in emitted, f"{expected} was not emitted"
 
@@ -195,6 +196,7 @@ def test_every_dashboard_series_is_emitted(template: Template, emitted: Emitted)
     body = json.loads(re.sub(r"\$\{[^}]+\}", "x", source))
     shapes = {(name, frozenset(dimension for dimension, _value in dims)) for name, dims in emitted}
     names = {name for name, _dims in emitted}
+    shown: set[str] = set()
     for widget in body["widgets"]:
         for series in widget["properties"].get("metrics", []):
             # When a series names one of our metrics, directly or through a SEARCH
@@ -205,6 +207,21 @@ def test_every_dashboard_series_is_emitted(template: Template, emitted: Emitted)
                 dims = frozenset(match.group(1).split(","))
                 # Then that metric is emitted under exactly those dimensions
                 assert (match.group(2), dims) in shapes, expression
+                shown.add(match.group(2))
             elif series[0] == "Twelvefactor":
                 assert series[1] in names, f"the dashboard shows {series[1]}, which no code emits"
                 assert (series[1], frozenset({"service"})) in shapes, series
+                shown.add(series[1])
+    # And it charts what the issue asks for: threads by status, decisions, LLM latency, errors and
+    # escalations, waits (opened and answered: no gauge of outstanding ones, see docs/operating.md), cost
+    assert {
+        "ThreadsStarted",
+        "ThreadsFinished",
+        "ModelDecisions",
+        "LlmLatency",
+        "LlmErrors",
+        "Escalations",
+        "WaitsOpened",
+        "WaitsAnswered",
+        "LlmCostUsd",
+    } <= shown, shown

@@ -236,3 +236,36 @@ def test_a_deployed_api_is_signed_with_the_user_s_credentials_and_the_local_one_
     assert local.api_label == "http://127.0.0.1:3000"
     deployed.api.close()
     local.api.close()
+
+
+def _view(thread_id: str, cost_usd: str | None) -> dict[str, Any]:
+    """A thread as GET /threads/{id} answers it (the fields the console reads)."""
+    return {
+        "thread_id": thread_id,
+        "agent": "deploybot",
+        "channel": "api",
+        "created_at": AT.isoformat(),
+        "cost_usd": cost_usd,
+    }
+
+
+def test_the_list_and_the_thread_show_cost_in_dollars_and_an_unknown_price_as_unknown() -> None:
+    # Given two threads as the API answers them: one priced, one on a model with no known price
+    console = build("http://127.0.0.1:9")
+    priced = views.thread_row(_view("a" * 32, "0.000063"), [OPENING])
+    unpriced = views.thread_row(_view("b" * 32, None), [OPENING])
+
+    # When the thread list and the thread's status line are rendered
+    page = console.page(
+        "list.html", rows=[priced, unpriced], chosen="all", counts=dict.fromkeys(views.FILTERS, 2)
+    )
+    html = page.body.decode()
+    status_line = console.fragment("_status.html", row=unpriced)
+    console.api.close()
+
+    # Then the list has a cost column with the priced thread in dollars and the other as unknown, never $0
+    assert '<th scope="col" class="num">Cost</th>' in html
+    cells = re.findall(r'<td class="num cost">([^<]*)</td>', html)
+    assert cells == ["$0.000063", "unknown"]
+    assert "$0" not in status_line and 'id="cost">unknown<' in status_line
+    assert 'id="cost">$0.000063<' in console.fragment("_status.html", row=priced)

@@ -81,10 +81,16 @@ class ThreadRow:
     phase: Filter
     steps: int
     tokens: int
+    cost_usd: str | None  # as GET /threads/{id} answers it: None when the model's price is unknown
 
     @property
     def age(self) -> str:
         return age(self.created_at)
+
+    @property
+    def cost(self) -> str:
+        """An unknown price is shown as such, never as $0 (that would read as free)."""
+        return "unknown" if self.cost_usd is None else f"${self.cost_usd}"
 
 
 def thread_row(view: dict[str, Any], events: Sequence[Event]) -> ThreadRow:
@@ -100,6 +106,7 @@ def thread_row(view: dict[str, Any], events: Sequence[Event]) -> ThreadRow:
         phase=phase(status, events),
         steps=model_steps(events),
         tokens=state.total_tokens(events),
+        cost_usd=None if view.get("cost_usd") is None else str(view["cost_usd"]),
     )
 
 
