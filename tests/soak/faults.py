@@ -135,6 +135,12 @@ class SoakModel:
             "ask": _intent("request_human_input", question="Which tag should go out?"),
             "done": _intent("done_for_now", message="All done."),
         }[choice]
+        if json.loads(content)["intent"] not in intents.names:
+            # Code offers a deploy only after a list_git_tags result (core/control.py): a model that
+            # follows the offer lists the tags first, as the real one is told to.
+            content = _intent("list_git_tags" if "list_git_tags" in intents.names else "done_for_now")
+            if "done_for_now" in content:
+                content = _intent("done_for_now", message="All done.")
         return ModelReply(content=content, usage=usage)
 
 
