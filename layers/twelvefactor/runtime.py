@@ -487,17 +487,17 @@ class Runtime:
         return Resumed(thread_id, after)
 
     def _stop(self, thread_id: str) -> None:
-        """Stop a cancelled thread's execution and end its wait; should Step Functions fail, the wait
-        is put back so that the caller's retry does it."""
-        wait = self.store.clear_wait(thread_id)
-        try:
-            self.workflow.cancel(thread_id)
-            if wait is not None:
-                self._end_wait(thread_id, wait.task_token)
-        except Exception:
-            if wait is not None:
-                self.store.save_wait(wait)
-            raise
+        """Stop a cancelled thread's execution and end its wait, then delete the wait. The wait is
+        deleted only once both are done, so that should Step Functions (or the store) fail, the
+        caller's retry still finds it and finishes the job. (It was taken first and put back on a
+        failure: a put-back that failed too lost the task token, and the execution stayed paused.)
+        Ending a wait twice is harmless: a cancelled thread's reducer ends the execution, and a
+        used token is refused and ignored."""
+        wait = self.store.get_wait(thread_id)
+        self.workflow.cancel(thread_id)
+        if wait is not None:
+            self._end_wait(thread_id, wait.task_token)
+            self.store.clear_wait(thread_id)
 
     def _end_wait(self, thread_id: str, task_token: str) -> None:
         """End a cancelled thread's paused execution through its task token. On AWS StopExecution
