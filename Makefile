@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Defined before any rule names it: make expands a rule's prerequisites when it reads the rule.
+SECURITY_VENV := .venv-security
+SECURITY_STAMP := $(SECURITY_VENV)/.installed
 # Puts the Lambda runtime's Python (3.12) on PATH where pyenv has it; the layer's own build needs no 3.12.
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.11' | head -1):$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | head -1)
 
@@ -81,8 +84,6 @@ lint: venv
 # The security lint: checkov over the CloudFormation `sam deploy` creates, every accepted finding listed
 # with its reason in checkov-suppressions.yaml. checkov lives in its own venv because it pins boto3 and
 # botocore older than those the application is tested with; its version is pyproject's `security` extra.
-SECURITY_VENV := .venv-security
-SECURITY_STAMP := $(SECURITY_VENV)/.installed
 $(SECURITY_STAMP): pyproject.toml | $(STAMP)
 	@test -x $(SECURITY_VENV)/bin/python || $(BIN)/python -m venv $(SECURITY_VENV)
 	$(SECURITY_VENV)/bin/python -m pip install --quiet --upgrade pip

@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from twelvefactor import observability, runtime, tracing
 from twelvefactor.core import pricing, state
@@ -36,6 +36,8 @@ class ReduceRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     thread_id: ThreadId
     error: dict[str, Any] | None = None  # {"Error", "Cause"} from a Catch
+    # The execution's name (``<thread_id>-<launch seq>``): a run whose turn already ended does nothing.
+    execution: str | None = Field(default=None, max_length=80)
 
 
 @logger.inject_lambda_context(correlation_id_path="thread_id", clear_state=True)
@@ -48,9 +50,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     try:
         request = ReduceRequest.model_validate(event)
         if request.error is not None:
-            outcome = rt.record_failure(request.thread_id, request.error)
+            outcome = rt.record_failure(request.thread_id, request.error, execution=request.execution)
         else:
-            outcome = rt.reduce(request.thread_id)
+            outcome = rt.reduce(request.thread_id, execution=request.execution)
     except (ValidationError, ThreadNotFound) as refused:
         # The task fails (the state machine's Catch takes over), and the log says why.
         logger.warning("request rejected", extra={"error": type(refused).__name__, "reason": reason(refused)})

@@ -487,17 +487,17 @@ class Runtime:
         return Resumed(thread_id, after)
 
     def _stop(self, thread_id: str) -> None:
-        """Stop a cancelled thread's execution and end its wait; should Step Functions fail, the wait
-        is put back so that the caller's retry does it."""
-        wait = self.store.clear_wait(thread_id)
-        try:
-            self.workflow.cancel(thread_id)
-            if wait is not None:
-                self._end_wait(thread_id, wait.task_token)
-        except Exception:
-            if wait is not None:
-                self.store.save_wait(wait)
-            raise
+        """Stop a cancelled thread's execution and end its wait, then delete the wait. The wait is
+        deleted only once both are done, so that should Step Functions (or the store) fail, the
+        caller's retry still finds it and finishes the job. (It was taken first and put back on a
+        failure: a put-back that failed too lost the task token, and the execution stayed paused.)
+        Ending a wait twice is harmless: a cancelled thread's reducer ends the execution, and a
+        used token is refused and ignored."""
+        wait = self.store.get_wait(thread_id)
+        self.workflow.cancel(thread_id)
+        if wait is not None:
+            self._end_wait(thread_id, wait.task_token)
+            self.store.clear_wait(thread_id)
 
     def _end_wait(self, thread_id: str, task_token: str) -> None:
         """End a cancelled thread's paused execution through its task token. On AWS StopExecution
@@ -514,23 +514,32 @@ class Runtime:
                 "cancelled thread's wait already ended", extra={"thread_id": thread_id, "error": str(error)}
             )
 
-    def reduce(self, thread_id: str) -> Reduced:
+    def reduce(self, thread_id: str, *, execution: str | None = None) -> Reduced:
         """The reducer Lambda: step until the thread waits or ends, persisting every move.
 
         A move that loses the race for its sequence number (a follow-up or a cancel arrived
         meanwhile) is dropped and the loop goes on from the thread as it now stands.
+        ``execution`` is the calling execution's name: one whose turn already ended with a done
+        (a retried Reduce that outlived it, after a new message started the next execution) stops
+        there, so that two executions never run one thread, each saving a wait for its own token.
         """
         moves: list[list[Event]] = []
         model = TimedModel(self.llm)  # each call's latency, for the handler's metrics
         for _attempt in range(MAX_REDUCE_ATTEMPTS - 1):
             try:
-                return self._reduce_once(thread_id, moves, model)
+                return self._reduce_once(thread_id, moves, model, execution)
             except ConcurrentAppend:
                 logger.info("thread moved on during a move; reloading", extra={"thread_id": thread_id})
-        return self._reduce_once(thread_id, moves, model)
+        return self._reduce_once(thread_id, moves, model, execution)
 
-    def _reduce_once(self, thread_id: str, moves: list[list[Event]], model: TimedModel) -> Reduced:
+    def _reduce_once(
+        self, thread_id: str, moves: list[list[Event]], model: TimedModel, execution: str | None = None
+    ) -> Reduced:
         meta, thread = self.store.load(thread_id)
+        if _run_ended(thread.events, execution):
+            logger.info("this execution's turn has ended; stopping", extra={"thread_id": thread_id})
+            new = tuple(event for move in moves for event in move)
+            return Reduced(thread_id, "done", new, moves=len(moves), agent=meta.agent, events=thread.events)
         agent = self.registry.get(meta.agent)
         last_seq = thread.last_seq
 
@@ -608,7 +617,9 @@ class Runtime:
                 "could not deliver", extra={"thread_id": meta.thread_id, "kind": notification.kind}
             )
 
-    def record_failure(self, thread_id: str, error: dict[str, Any]) -> Reduced:
+    def record_failure(
+        self, thread_id: str, error: dict[str, Any], *, execution: str | None = None
+    ) -> Reduced:
         """A task failed or a wait timed out (the state machine's Catch): escalate, never fail silently.
 
         The state machine ends the execution after this, so the person is told here, and the wait
@@ -618,6 +629,10 @@ class Runtime:
         current = state.status(thread.events)
         if current.is_final:
             return Reduced(thread_id, _reduce_status(current), (), agent=meta.agent, events=thread.events)
+        if _run_ended(thread.events, execution):
+            # This execution's turn ended with its done; a later message's execution runs the
+            # thread now, and this failure (of a retry that outlived its turn) is not the thread's.
+            return Reduced(thread_id, "done", (), agent=meta.agent, events=thread.events)
         error_name = str(error.get("Error") or "unknown")
         cause = " ".join(str(error.get("Cause") or "").split())[:MAX_CAUSE_CHARS]
         data = EscalationData(
@@ -817,6 +832,18 @@ def _restart_seq(events: tuple[Event, ...]) -> int | None:
         if isinstance(events[seq], Done):
             return seq + 1 if seq + 1 < len(events) else None
     return None
+
+
+def _run_ended(events: tuple[Event, ...], execution: str | None) -> bool:
+    """Whether the execution named ``<thread_id>-<seq>`` (it serves the turn begun at ``seq``) has
+    seen its turn end: a done at or after ``seq``. Events after that done belong to the execution
+    their message started (named after that message's sequence number), not to this one."""
+    if not execution:
+        return False
+    _owner, _, launch = execution.rpartition("-")
+    if not launch.isdigit():
+        return False
+    return any(isinstance(event, Done) for event in events[int(launch) :])
 
 
 def _reduce_status(current: ThreadStatus) -> ReduceStatus:

@@ -186,3 +186,54 @@ def test_an_error_for_a_finished_thread_changes_nothing(stack: Stack) -> None:
     assert result == {"thread_id": thread_id, "status": "done"}
     assert stack.events(thread_id) == before
     assert stack.store.get_wait(thread_id) is None
+
+
+def _done_then_followed_up() -> list[Event]:
+    """A turn that ended with a done (seq 1), then a follow-up (seq 2) whose message started the
+    thread's next execution, ``<thread_id>-2``."""
+    return [
+        Done(at=NOW, data=DoneData(message="Deployed v1.2.3 to staging.")),
+        UserMessage(at=NOW, data=UserMessageData(text="And production too, please.")),
+    ]
+
+
+def test_an_execution_whose_turn_ended_does_not_run_the_next_turn(stack: Stack) -> None:
+    # Given a thread followed up after its done: the follow-up started execution <id>-2, and the
+    # launch's execution <id>-0 is still alive (its Reduce crashed after writing the done, and the
+    # state machine's Retry runs it again now)
+    model = stack.script(intent("list_git_tags"), intent("done_for_now", message="no"))
+    thread_id = _thread(stack, *_done_then_followed_up())
+    before = stack.events(thread_id)
+
+    # When the retried Reduce of <id>-0 runs
+    result = stack.invoke("ReducerFunction", {"thread_id": thread_id, "execution": f"{thread_id}-0"})
+
+    # Then it ends its own execution (done) and leaves the next turn to <id>-2: nothing is written
+    # and the model is not asked, so no two executions pause on one thread each with its own token
+    assert result == {"thread_id": thread_id, "status": "done"}
+    assert stack.events(thread_id) == before
+    assert model.calls == []
+
+    # When <id>-2's Reduce runs, it does carry the follow-up on
+    stack.invoke("ReducerFunction", {"thread_id": thread_id, "execution": f"{thread_id}-2"})
+    assert [event.type for event in stack.events(thread_id)][len(before) :] == [
+        "tool_call",
+        "tool_result",
+        "done",
+    ]
+
+
+def test_a_failure_of_an_execution_whose_turn_ended_is_not_escalated(stack: Stack) -> None:
+    # Given a followed-up thread whose launch execution's retried Reduce failed again afterwards
+    stack.script()
+    thread_id = _thread(stack, *_done_then_followed_up())
+    before = stack.events(thread_id)
+    event = {**_reducer_event("reducer-failure", thread_id), "execution": f"{thread_id}-0"}
+
+    # When that execution's Catch hands the failure to the reducer
+    result = stack.invoke("ReducerFunction", event)
+
+    # Then the thread, which <id>-2 runs now, gets no escalation and no wait
+    assert result == {"thread_id": thread_id, "status": "done"}
+    assert stack.events(thread_id) == before
+    assert stack.store.get_wait(thread_id) is None

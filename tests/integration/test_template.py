@@ -517,7 +517,7 @@ def _reducer_answering(*statuses: str) -> Handler:
     return reduce
 
 
-def test_a_thread_that_finishes_runs_the_reducer_once_with_only_its_id(
+def test_a_thread_that_finishes_runs_the_reducer_once_with_its_id_and_execution_name(
     bridge: LambdaBridge, template: Template
 ) -> None:
     # Given a reducer that finishes the thread in one go
@@ -525,9 +525,12 @@ def test_a_thread_that_finishes_runs_the_reducer_once_with_only_its_id(
     # When an execution starts for the thread
     sfn, execution_arn = _start(template)
     described = _finished(sfn, execution_arn)
-    # Then it succeeds having sent the reducer the thread id and nothing else
+    # Then it succeeds having sent the reducer the thread id and the execution's own name (by
+    # which a run whose turn ended knows to stop), and nothing else
     assert described["status"] == "SUCCEEDED"
-    assert bridge.invocations == [("stack-ReducerFunction", {"thread_id": "t1"})]
+    assert bridge.invocations == [
+        ("stack-ReducerFunction", {"thread_id": "t1", "execution": described["name"]})
+    ]
 
 
 def test_a_waiting_thread_pauses_on_notify_and_resumes_on_task_success(

@@ -135,6 +135,12 @@ class SoakModel:
             "ask": _intent("request_human_input", question="Which tag should go out?"),
             "done": _intent("done_for_now", message="All done."),
         }[choice]
+        if json.loads(content)["intent"] not in intents.names:
+            # Code offers a deploy only after a list_git_tags result (core/control.py): a model that
+            # follows the offer lists the tags first, as the real one is told to.
+            content = _intent("list_git_tags" if "list_git_tags" in intents.names else "done_for_now")
+            if "done_for_now" in content:
+                content = _intent("done_for_now", message="All done.")
         return ModelReply(content=content, usage=usage)
 
 
@@ -270,14 +276,28 @@ class FaultyWorkflow:
 
 
 def time_out(task_token: str) -> None:
-    """Fail a wait as its TimeoutSeconds would (error States.Timeout, with a cause). Called on moto's
-    backend: its SendTaskFailure API drops the cause, which the state machine's Catch reads."""
+    """Time a wait out as its TimeoutSeconds would: the paused task ends in States.Timeout (which
+    the state machine's Catch takes), and the token is refused from then on with TaskTimedOut.
+
+    Done on moto's callback endpoint, the way moto's own timeout does it. SendTaskFailure with the
+    error "States.Timeout" is not the same thing: Step Functions refuses a custom error name in the
+    reserved "States." namespace, and moto's interpreter failed the whole execution on it
+    (States.Runtime, past every Catch), which left the threads of earlier soaks with an answer and
+    no execution (seed 189569)."""
     from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.stepfunctions.parser.asl.eval.callback.callback import (
+        CallbackConsumerTimeout,
+        CallbackOutcomeTimedOut,
+    )
     from moto.stepfunctions.responses import get_backend
 
-    get_backend(DEFAULT_ACCOUNT_ID, "us-east-1").send_task_failure(
-        task_token, error="States.Timeout", cause="the wait timed out (soak)"
-    )
+    for execution in get_backend(DEFAULT_ACCOUNT_ID, "us-east-1")._get_executions():
+        worker = execution.exec_worker
+        endpoint = worker.env.callback_pool_manager.get(task_token) if worker is not None else None
+        if endpoint is not None:
+            endpoint.notify(CallbackOutcomeTimedOut(callback_id=task_token))
+            endpoint.report(CallbackConsumerTimeout())
+            return
 
 
 # --- Slack and SES ------------------------------------------------------------------------------
